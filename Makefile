@@ -1,0 +1,43 @@
+# `make repro` and `make test` each set up .venv on a fresh machine first, then do their job.
+# torch is installed first from a constraints file, so pip never swaps in a CUDA build.
+VENV ?= .venv
+BIN := $(CURDIR)/$(VENV)/bin
+PYTHON ?= python3
+PIP := $(BIN)/pip install -q -c constraints.txt
+
+# offline by design: models come from packages, never from a hub
+export HF_HUB_OFFLINE := 1
+export TRANSFORMERS_OFFLINE := 1
+export DVC_NO_ANALYTICS := 1
+export GX_ANALYTICS_ENABLED := false
+export RAY_USAGE_STATS_ENABLED := 0
+export PATH := $(BIN):$(PATH)
+
+.PHONY: setup repro test test-fast lint params clean-venv
+
+setup: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml constraints.txt
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) torch==2.13.0
+	$(PIP) -e '.[dev]'
+	touch $@
+
+repro: setup
+	dvc repro
+
+test: setup lint
+	pytest
+
+test-fast: setup
+	pytest -m "not slow"
+
+lint: setup
+	ruff check src stages tests benchmarks
+	ruff format --check src stages tests benchmarks
+
+params: setup
+	safeforge params
+
+clean-venv:
+	rm -rf $(VENV)

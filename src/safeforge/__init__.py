@@ -1,0 +1,1 @@
+"""safeforge: dataset-as-code for real-world multimodal safety data."""

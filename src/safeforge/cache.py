@@ -1,0 +1,136 @@
+"""The row cache: content-addressed results of every model call, outside DVC.
+
+DVC reruns a whole stage when an input changes; this cache makes the rerun cheap. The key is the
+sha256 of everything that decides the result (input content, prompt/template text, model id and
+revision, sampling params, backend), so adding rows computes only the new rows, editing a prompt
+recomputes only that prompt's rows, and a killed stage resumes where it stopped.
+
+Storage is one SQLite file in WAL mode: concurrent readers and writers from several workspaces
+and queued experiments are safe, and each batch is one transaction, so a kill loses at most the
+batch in flight. Location: $SAFEFORGE_CACHE_DIR, else the user's cache folder. The location is
+deliberately not a DVC param: where the cache lives never changes a result.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import sqlite3
+import time
+from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
+from typing import Any, TypeVar
+
+from tqdm.auto import tqdm
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+
+def default_cache_dir() -> Path:
+    env = os.environ.get("SAFEFORGE_CACHE_DIR")
+    if env:
+        return Path(env).expanduser()
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "safeforge"
+
+
+def cache_key(**parts: Any) -> str:
+    """sha256 over a canonical JSON of the parts (order-independent, types kept)."""
+    blob = json.dumps(parts, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(blob.encode("utf-8")).hexdigest()
+
+
+class RowCache:
+    """One store for every kind of call: keys are global (the kind is part of each key);
+    `namespace` only labels progress bars and logs."""
+
+    def __init__(self, namespace: str, cache_dir: str | Path | None = None) -> None:
+        self.namespace = namespace
+        self.dir = Path(cache_dir) if cache_dir else default_cache_dir()
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.path = self.dir / "rows.sqlite"
+        self._db = sqlite3.connect(self.path, timeout=60, isolation_level=None)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=NORMAL")
+        self._db.execute(
+            "CREATE TABLE IF NOT EXISTS rows (key TEXT PRIMARY KEY, value BLOB, created REAL)"
+            " WITHOUT ROWID"
+        )
+        self.hits = 0
+        self.misses = 0
+
+    def get_many(self, keys: Sequence[str]) -> dict[str, bytes]:
+        found: dict[str, bytes] = {}
+        for start in range(0, len(keys), 500):  # SQLite's bound-variable limit
+            chunk = list(keys[start : start + 500])
+            marks = ",".join("?" * len(chunk))
+            rows = self._db.execute(f"SELECT key, value FROM rows WHERE key IN ({marks})", chunk)
+            found.update(rows.fetchall())
+        return found
+
+    def put_many(self, items: Iterable[tuple[str, bytes]]) -> None:
+        now = time.time()
+        rows = [(k, v, now) for k, v in items]
+        with self._db:  # one transaction: the whole batch or nothing
+            self._db.execute("BEGIN IMMEDIATE")
+            self._db.executemany("INSERT OR REPLACE INTO rows VALUES (?, ?, ?)", rows)
+
+    def stats(self) -> dict[str, int]:
+        return {"cache_hits": self.hits, "cache_misses": self.misses}
+
+    def close(self) -> None:
+        self._db.close()
+
+    def map(
+        self,
+        items: Sequence[T],
+        key_fn: Callable[[T], str],
+        compute: Callable[[list[T]], list[R]],
+        encode: Callable[[R], bytes],
+        decode: Callable[[bytes], R],
+        batch_size: int = 32,
+        desc: str | None = None,
+    ) -> list[R]:
+        """Results for `items` in order: cached ones read back, the rest computed in batches.
+
+        Each computed batch is committed before the next starts, so a killed run keeps its work.
+        Items with the same key are computed once.
+        """
+        keys = [key_fn(item) for item in items]
+        cached = self.get_many(sorted(set(keys)))
+        todo: dict[str, T] = {}
+        for key, item in zip(keys, items, strict=False):
+            if key not in cached and key not in todo:
+                todo[key] = item
+        self.hits += len(keys) - sum(1 for k in keys if k in todo)
+        self.misses += sum(1 for k in keys if k in todo)
+        log.info(
+            "%s: %d cached, %d to compute",
+            desc or self.namespace,
+            len(set(keys)) - len(todo),
+            len(todo),
+        )
+
+        results: dict[str, R] = {k: decode(v) for k, v in cached.items()}
+        pending = list(todo.items())
+        with tqdm(total=len(pending), desc=desc or self.namespace, disable=not pending) as bar:
+            for start in range(0, len(pending), batch_size):
+                batch = pending[start : start + batch_size]
+                outputs = compute([item for _, item in batch])
+                if len(outputs) != len(batch):
+                    raise RuntimeError(
+                        f"{self.namespace}: compute returned {len(outputs)} results for {len(batch)} inputs"
+                    )
+                self.put_many((k, encode(o)) for (k, _), o in zip(batch, outputs, strict=False))
+                results.update((k, o) for (k, _), o in zip(batch, outputs, strict=False))
+                bar.update(len(batch))
+        return [results[k] for k in keys]
+
+
+def json_codec() -> tuple[Callable[[Any], bytes], Callable[[bytes], Any]]:
+    return (lambda obj: json.dumps(obj, separators=(",", ":")).encode()), json.loads

@@ -1,0 +1,67 @@
+"""conf/ (hydra) is the source of truth; params.yaml is its composition, which DVC reads.
+
+`safeforge params` rewrites params.yaml from conf/ (DVC does the same on `dvc exp run -S`).
+Stages read params through `stage_params`, which hands a stage only the sections it declared,
+so the keys listed in dvc.yaml are the keys the stage can see.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[2]  # the repository (src/safeforge/ -> ../..)
+
+
+def compose(conf_dir: str | Path = ROOT / "conf", overrides: Sequence[str] = ()) -> dict[str, Any]:
+    """Compose conf/config.yaml with hydra, as `dvc exp run -S` does, into a plain dict."""
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+    from omegaconf import OmegaConf
+
+    with initialize_config_dir(config_dir=str(Path(conf_dir).resolve()), version_base=None):
+        cfg = hydra_compose(config_name="config", overrides=list(overrides))
+    return OmegaConf.to_container(cfg, resolve=True)  # type: ignore[return-value]
+
+
+def dump(params: dict[str, Any]) -> str:
+    return yaml.safe_dump(
+        params, sort_keys=False, default_flow_style=False, width=100, allow_unicode=True
+    )
+
+
+def load_params(path: str | Path = "params.yaml") -> dict[str, Any]:
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: missing; run `safeforge params` to compose it from conf/")
+    return yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+
+
+class Params(dict):
+    """A section of params; a missing key fails naming the section and the keys it has."""
+
+    def __init__(self, name: str, data: dict[str, Any]) -> None:
+        super().__init__(data)
+        self.name = name
+
+    def __getitem__(self, key: str) -> Any:
+        try:
+            value = super().__getitem__(key)
+        except KeyError:
+            raise KeyError(
+                f"params key '{self.name}.{key}' is missing (params.yaml has: {sorted(self)}); "
+                "check conf/ and rerun `safeforge params`"
+            ) from None
+        return Params(f"{self.name}.{key}", value) if isinstance(value, dict) else value
+
+
+def stage_params(sections: Sequence[str], path: str | Path = "params.yaml") -> dict[str, Params]:
+    """The declared top-level sections of params.yaml, and nothing else."""
+    params = load_params(path)
+    missing = [s for s in sections if s not in params]
+    if missing:
+        raise KeyError(f"{path}: sections {missing} are missing; run `safeforge params`")
+    return {s: Params(s, params[s]) if isinstance(params[s], dict) else params[s] for s in sections}

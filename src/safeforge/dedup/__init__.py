@@ -1,0 +1,1 @@
+"""Duplicate detection: exact, perceptual and text; clusters with one keeper each."""

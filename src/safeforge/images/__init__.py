@@ -1,0 +1,1 @@
+"""Image decoding, verification and normalisation."""

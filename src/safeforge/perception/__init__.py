@@ -1,0 +1,1 @@
+"""Image perception models: OCR and NSFW scoring."""

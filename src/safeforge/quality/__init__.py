@@ -1,0 +1,1 @@
+"""Quality checks: each adds score columns and returns a drop reason per row (or null)."""

@@ -1,0 +1,1 @@
+"""Where images come from: the bundled scikit-image photos, or a user's folder."""

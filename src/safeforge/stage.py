@@ -1,0 +1,52 @@
+"""What every stage script shares: logging, validated atomic table writes, a clean failure."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import polars as pl
+
+from safeforge import io
+
+log = logging.getLogger("safeforge")
+
+
+def setup_logging() -> None:
+    logging.basicConfig(
+        level=os.environ.get("SAFEFORGE_LOG_LEVEL", "INFO"),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        datefmt="%H:%M:%S",
+    )
+    for noisy in ("httpx", "urllib3", "great_expectations", "sentence_transformers"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def write_table(path: str | Path, df: pl.DataFrame, suite: str) -> None:
+    """Validate `df` against schemas/<suite>.json, then write it atomically."""
+    from safeforge.validate import validate
+
+    validate(df, suite, where=str(path))
+    io.write_parquet(path, df)
+
+
+def read_table(path: str | Path) -> pl.DataFrame:
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: missing input; run the stage that writes it (dvc repro)")
+    return pl.read_parquet(path)
+
+
+def run(main: Callable[[], object]) -> None:
+    """Run a stage's main; a failure prints one clear line (and the traceback at DEBUG)."""
+    setup_logging()
+    try:
+        main()
+    except (ValueError, KeyError, FileNotFoundError) as err:
+        # expected failures (bad input, bad config, a schema violation): one clear message
+        log.debug("stage failed", exc_info=True)
+        log.error("%s: %s", type(err).__name__, err)
+        sys.exit(1)

@@ -1,0 +1,1 @@
+"""DVC stages: `python -m stages.<name>`. Thin: parse params, call safeforge, write outputs."""

@@ -1,0 +1,36 @@
+"""Stage report: reports/report.md, the dataset card and scoreboard.
+
+Inputs:  data/split/dataset.parquet, metrics/ (every stage's and score's JSON)
+Outputs: reports/report.md
+Params:  report, score
+"""
+
+from pathlib import Path
+
+from safeforge import io
+from safeforge.config import stage_params
+from safeforge.report.card import load_metrics, render
+from safeforge.stage import log, read_table, run
+
+PARAMS = ("report", "score")
+
+
+def main() -> None:
+    p = stage_params(PARAMS)
+    stage_metrics, scores = load_metrics(Path("metrics"))
+    missing = [b for b in p["score"]["benchmarks"] if b not in scores]
+    if missing:
+        raise FileNotFoundError(f"metrics/score/ lacks {missing}: run the score stage first")
+    scores = {b: scores[b] for b in p["score"]["benchmarks"]}
+    text = render(
+        read_table("data/split/dataset.parquet"),
+        stage_metrics,
+        scores,
+        p["report"]["top_drop_reasons"],
+    )
+    io.write_text("reports/report.md", text)
+    log.info("wrote reports/report.md")
+
+
+if __name__ == "__main__":
+    run(main)
