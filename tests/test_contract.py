@@ -1,0 +1,75 @@
+"""The stage contract: conf/ and params.yaml agree; each stage's declared params are the ones
+dvc.yaml lists; every stage of the DAG exists as a module with its docstring."""
+
+from __future__ import annotations
+
+import importlib
+
+import yaml
+from helpers import ROOT
+
+from safeforge import config
+from safeforge.config import stage_params
+
+DAG = [
+    "samples",
+    "ingest",
+    "describe",
+    "generate",
+    "embed",
+    "dedup",
+    "quality",
+    "split",
+    "train_judge",
+    "score",
+    "report",
+]
+
+
+def dvc_stages() -> dict:
+    return yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
+
+
+def test_params_yaml_is_the_composition_of_conf():
+    composed = config.compose(ROOT / "conf")
+    committed = yaml.safe_load((ROOT / "params.yaml").read_text())
+    assert committed == composed, "params.yaml drifted from conf/: run `safeforge params`"
+
+
+def test_every_dag_stage_is_in_dvc_yaml_in_order():
+    assert list(dvc_stages()) == DAG
+
+
+def test_each_stage_lists_exactly_the_params_it_declares():
+    for name, stage in dvc_stages().items():
+        module = importlib.import_module(f"stages.{name}")
+        body = stage.get("do", stage)
+        assert list(body.get("params", [])) == list(module.PARAMS), name
+        assert f"python -m stages.{name}" in body["cmd"]
+        doc = module.__doc__ or ""
+        assert "Inputs:" in doc and "Outputs:" in doc and "Params:" in doc, name
+        declared = doc.split("Params:")[1].split("\n")[0].replace(",", " ").split()
+        assert declared == list(module.PARAMS), f"{name}: docstring says {declared}"
+
+
+def test_stage_params_hands_out_only_declared_sections(tmp_path):
+    path = tmp_path / "params.yaml"
+    path.write_text("a: {x: 1}\nb: {y: 2}\n")
+    got = stage_params(["a"], path)
+    assert list(got) == ["a"] and got["a"]["x"] == 1
+    try:
+        got["a"]["missing"]
+    except KeyError as err:
+        assert "a.missing" in str(err) and "x" in str(err)
+    else:
+        raise AssertionError("a missing key must fail naming it")
+
+
+def test_params_check_command_detects_drift(tmp_path):
+    from safeforge.cli import main
+
+    out = tmp_path / "params.yaml"
+    assert main(["params", "--conf", str(ROOT / "conf"), "--out", str(out)]) == 0
+    assert main(["params", "--check", "--conf", str(ROOT / "conf"), "--out", str(out)]) == 0
+    out.write_text(out.read_text().replace("top_k: 3", "top_k: 4"))
+    assert main(["params", "--check", "--conf", str(ROOT / "conf"), "--out", str(out)]) == 1
