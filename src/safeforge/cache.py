@@ -39,6 +39,28 @@ def default_cache_dir() -> Path:
     return Path(base) / "safeforge"
 
 
+def _open(path: Path, attempts: int = 50) -> sqlite3.Connection:
+    """Open (and on first use create) the store. Switching a new file to WAL needs a moment of
+    exclusive access, which SQLite's busy timeout does not cover: retry while another process
+    is doing the same."""
+    for attempt in range(attempts):
+        db = sqlite3.connect(path, timeout=60, isolation_level=None)
+        try:
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=NORMAL")
+            db.execute(
+                "CREATE TABLE IF NOT EXISTS rows (key TEXT PRIMARY KEY, value BLOB, created REAL)"
+                " WITHOUT ROWID"
+            )
+            return db
+        except sqlite3.OperationalError as err:
+            db.close()
+            if "locked" not in str(err) or attempt == attempts - 1:
+                raise
+            time.sleep(0.05 * (attempt + 1))
+    raise AssertionError("unreachable")
+
+
 def cache_key(**parts: Any) -> str:
     """sha256 over a canonical JSON of the parts (order-independent, types kept)."""
     blob = json.dumps(parts, sort_keys=True, separators=(",", ":"), default=str)
@@ -54,13 +76,7 @@ class RowCache:
         self.dir = Path(cache_dir) if cache_dir else default_cache_dir()
         self.dir.mkdir(parents=True, exist_ok=True)
         self.path = self.dir / "rows.sqlite"
-        self._db = sqlite3.connect(self.path, timeout=60, isolation_level=None)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=NORMAL")
-        self._db.execute(
-            "CREATE TABLE IF NOT EXISTS rows (key TEXT PRIMARY KEY, value BLOB, created REAL)"
-            " WITHOUT ROWID"
-        )
+        self._db = _open(self.path)
         self.hits = 0
         self.misses = 0
 

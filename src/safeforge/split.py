@@ -25,7 +25,9 @@ def assign_groups(
     assignment: dict[str, str] = {}
     for split in ("test", "val"):
         target, filled = fractions[split] * total, 0
-        while len(order) > 1 and filled < target:
+        # keep a group back for val (when it wants one) and one for train
+        reserve = 2 if split == "test" and fractions["val"] > 0 else 1
+        while len(order) > reserve and filled < target:
             group = order.pop(0)
             assignment[group] = split
             filled += group_sizes[group]

@@ -48,7 +48,14 @@ def dedup(
     records: pl.DataFrame, images: pl.DataFrame, max_distance: int, normalize_text: bool
 ) -> tuple[pl.DataFrame, pl.DataFrame]:
     """(kept records with image_cluster, dropped records with `reason`)."""
-    table = records.join(image_clusters(images, max_distance), on="image_id", how="left")
+    clusters_of = image_clusters(images, max_distance)
+    unknown = records.filter(~pl.col("image_id").is_in(clusters_of["image_id"].implode()))
+    if unknown.height:
+        raise ValueError(
+            f"dedup: {unknown.height} records name images without features, "
+            f"e.g. record {unknown['record_id'][0]} -> image {unknown['image_id'][0]}"
+        )
+    table = records.join(clusters_of, on="image_id", how="left")
     image_dup = table.filter(pl.col("image_cluster") != pl.col("image_id"))
     dropped = [
         image_dup.with_columns(
@@ -63,11 +70,14 @@ def dedup(
         else pl.col("query")
     )
     table = table.with_columns(_qkey=key).sort("record_id")
-    first = pl.col("record_id").first().over("image_cluster", "label", "_qkey")
-    text_dup = table.filter(pl.col("record_id") != first).with_columns(
-        reason=pl.format("duplicate_of:{}", first), method=pl.lit("text_exact")
+    table = table.with_columns(
+        _keeper=pl.col("record_id").first().over("image_cluster", "label", "_qkey")
     )
-    kept = table.filter(pl.col("record_id") == first)
+    text_dup = table.filter(pl.col("record_id") != pl.col("_keeper")).with_columns(
+        reason=pl.format("duplicate_of:{}", "_keeper"), method=pl.lit("text_exact")
+    )
+    kept = table.filter(pl.col("record_id") == pl.col("_keeper"))
     dropped.append(text_dup)
-    drop_table = pl.concat([d.drop("_qkey", strict=False) for d in dropped], how="diagonal")
-    return kept.drop("_qkey", "dup_method"), drop_table
+    helpers = ["_qkey", "_keeper", "dup_method"]
+    drop_table = pl.concat([d.drop(helpers, strict=False) for d in dropped], how="diagonal")
+    return kept.drop(helpers), drop_table

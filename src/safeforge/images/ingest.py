@@ -76,6 +76,8 @@ def read_captions(path: Path) -> dict[str, str]:
             continue
         try:
             entry = json.loads(line)
+            if not isinstance(entry, dict):
+                raise TypeError(f"a JSON object, not {type(entry).__name__}")
             captions[entry["file"]] = str(entry.get("caption", ""))
         except (json.JSONDecodeError, KeyError, TypeError) as err:
             raise ValueError(
@@ -92,23 +94,7 @@ def ingest_file(
     if not data:
         raise Rejected("empty_file", str(src.path))
     image_id = hashlib.sha256(data).hexdigest()
-    Image.MAX_IMAGE_PIXELS = max_pixels
-    try:
-        with warnings.catch_warnings():
-            # PIL only warns between max_pixels and 2x; treat every bomb as one
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(src.path) as img:
-                fmt = img.format or "UNKNOWN"
-                img.verify()  # structure check; the image must be reopened after it
-            with Image.open(src.path) as img:
-                img.load()
-                rgb = ImageOps.exif_transpose(img).convert("RGB")
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as err:
-        raise Rejected("decompression_bomb", str(err)) from None
-    except UnidentifiedImageError:
-        raise Rejected("not_an_image", f"{src.path}: PIL cannot identify it") from None
-    except (OSError, SyntaxError, ValueError) as err:  # truncated or corrupt data
-        raise Rejected("corrupt_image", f"{src.path}: {err}") from None
+    fmt, rgb = _decode(src.path, max_pixels)
     if min(rgb.size) < min_side:
         raise Rejected("too_small", f"{src.path}: {rgb.size[0]}x{rgb.size[1]} < {min_side}px")
     pixels = np.asarray(rgb)
@@ -127,6 +113,30 @@ def ingest_file(
         pixel_sha256=hashlib.sha256(pixels.tobytes() + str(pixels.shape).encode()).hexdigest(),
         caption=src.caption,
     )
+
+
+def _decode(path: Path, max_pixels: int) -> tuple[str, Image.Image]:
+    """(format, RGB image with EXIF rotation applied); raises Rejected."""
+    previous = Image.MAX_IMAGE_PIXELS  # a process-wide PIL setting: put it back afterwards
+    Image.MAX_IMAGE_PIXELS = max_pixels
+    try:
+        with warnings.catch_warnings():
+            # PIL only warns between max_pixels and 2x; treat every bomb as one
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as img:
+                fmt = img.format or "UNKNOWN"
+                img.verify()  # structure check; the image must be reopened after it
+            with Image.open(path) as img:
+                img.load()
+                return fmt, ImageOps.exif_transpose(img).convert("RGB")
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as err:
+        raise Rejected("decompression_bomb", str(err)) from None
+    except UnidentifiedImageError:
+        raise Rejected("not_an_image", f"{path}: PIL cannot identify it") from None
+    except (OSError, SyntaxError, ValueError) as err:  # truncated or corrupt data
+        raise Rejected("corrupt_image", f"{path}: {err}") from None
+    finally:
+        Image.MAX_IMAGE_PIXELS = previous
 
 
 def as_row(image: IngestedImage) -> dict:

@@ -22,7 +22,7 @@ REFUSAL = re.compile(
 )
 # Specific guidance gives a reason or a safer path.
 SPECIFIC = re.compile(
-    r"\b(because|instead|safer|safely|risk|danger|crime|illegal|harm|please|call|ask|use)\b",
+    r"\b(because|instead|safer|safely|risk|danger|crime|illegal|harm|hurt|please|call|ask|use|contact|police|support)\b",
     re.IGNORECASE,
 )
 
@@ -55,7 +55,8 @@ def image_checks(table: pl.DataFrame, params: Mapping[str, Any]) -> pl.DataFrame
             *(
                 pl.lit(None, pl.Float64).alias(c)
                 for c in ("min_side", "aspect_ratio", "blur_variance", "pixel_std")
-            )
+            ),
+            pl.lit(None, pl.String).alias("_q_image"),
         )
     table = table.join(stats, on="image_id", how="left")
     return table.with_columns(
@@ -74,8 +75,8 @@ def text_checks(table: pl.DataFrame, params: Mapping[str, Any]) -> pl.DataFrame:
     table = table.with_columns(
         query_chars=pl.col("query").str.len_chars(),
         guidance_chars=pl.col("guidance").str.len_chars(),
-        guidance_refuses=pl.col("guidance").str.contains(REFUSAL.pattern),
-        guidance_specific=pl.col("guidance").str.contains(SPECIFIC.pattern),
+        guidance_refuses=pl.col("guidance").str.contains(f"(?i){REFUSAL.pattern}"),
+        guidance_specific=pl.col("guidance").str.contains(f"(?i){SPECIFIC.pattern}"),
     )
     return table.with_columns(
         _q_text=pl.when(pl.col("query_chars") < params["min_query_chars"])
