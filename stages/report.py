@@ -1,7 +1,7 @@
 """Stage report: reports/report.md, the dataset card and scoreboard.
 
 Inputs:  data/split/dataset.parquet, metrics/ (every stage's and score's JSON)
-Outputs: reports/report.md
+Outputs: reports/report.md, metrics/report.json
 Params:  report, score
 """
 
@@ -9,6 +9,7 @@ from pathlib import Path
 
 from safeforge import io
 from safeforge.config import stage_params
+from safeforge.metrics import StageAccounting
 from safeforge.report.card import load_metrics, render
 from safeforge.stage import log, read_table, run
 
@@ -22,13 +23,18 @@ def main() -> None:
     if missing:
         raise FileNotFoundError(f"metrics/score/ lacks {missing}: run the score stage first")
     scores = {b: scores[b] for b in p["score"]["benchmarks"]}
+    dataset = read_table("data/split/dataset.parquet")
+    acct = StageAccounting("report")
+    acct.rows_in = acct.rows_out = dataset.height
     text = render(
-        read_table("data/split/dataset.parquet"),
+        dataset,
         stage_metrics,
         scores,
         p["report"]["top_drop_reasons"],
     )
     io.write_text("reports/report.md", text)
+    acct.extra["benchmarks"] = sorted(scores)
+    acct.finish("metrics/report.json", dropped_path=None)
     log.info("wrote reports/report.md")
 
 

@@ -106,6 +106,16 @@ def test_second_repro_skips_every_stage(built_repo):
     assert "Data and pipelines are up to date" in text
 
 
+def test_forced_rerun_of_model_stages_computes_nothing(built_repo):
+    repo, _ = built_repo
+    run_cmd(["dvc", "repro", "--force", "--single-item", "describe"], repo)
+    run_cmd(["dvc", "repro", "--force", "--single-item", "generate"], repo)
+    run_cmd(["dvc", "repro", "--force", "--single-item", "embed"], repo)
+    for stage in ("describe", "generate", "embed"):
+        m = metrics(repo, stage)
+        assert m["cache_misses"] == 0 and m["cache_hits"] > 0, (stage, m)
+
+
 def test_a_generate_param_reruns_generate_and_after_only(built_repo):
     repo, _ = built_repo
     out = run_cmd(["dvc", "exp", "run", "-S", "generate.top_k=1"], repo)

@@ -83,59 +83,30 @@ def build_records(
         desc="generate",
     )
     rows = []
-    for (image, scenario, sim), variants in zip(calls, written, strict=False):
+    for (image, scenario, sim), variants in zip(calls, written, strict=True):
+        fit = scores[:, scenarios.index(scenario)]
         for out in variants:
-            pair = record_id(image["image_id"], scenario.id, out["unsafe_query"])
             common = {
                 "scenario": scenario.id,
                 "category": scenario.category,
                 "risk_analysis": out["risk_analysis"],
-                "pair_id": pair,
+                "pair_id": record_id(image["image_id"], scenario.id, out["unsafe_query"]),
                 "generator": generator.model_id,
             }
-            for query_type, label in (("unsafe", "unsafe"), ("benign", "safe")):
-                query = out[f"{query_type}_query"]
+            unsafe, benign = out["unsafe_query"], out["benign_query"]
+            rows.append(
+                _row(image, "unsafe", "unsafe", unsafe, out["unsafe_guidance"], sim, common)
+            )
+            rows.append(_row(image, "benign", "safe", benign, out["benign_guidance"], sim, common))
+            if not (contrast_pairs and scenario.image_dependent):
+                continue
+            other = _unrelated_image(images, fit, min_similarity, image["image_id"], scenario.id)
+            if other is not None:
+                k, other_image = other
+                guidance = generator.contrast_guidance(other_image, scenario)
                 rows.append(
-                    {
-                        "record_id": record_id(image["image_id"], scenario.id, query_type, query),
-                        "image_id": image["image_id"],
-                        "image_path": image["path"],
-                        "label": label,
-                        "query_type": query_type,
-                        "query": query,
-                        "guidance": out[f"{query_type}_guidance"],
-                        "similarity": sim,
-                        **common,
-                    }
+                    _row(other_image, "contrast", "safe", unsafe, guidance, float(fit[k]), common)
                 )
-            if contrast_pairs and scenario.image_dependent:
-                other = _unrelated_image(
-                    images,
-                    scores[:, scenarios.index(scenario)],
-                    min_similarity,
-                    image["image_id"],
-                    scenario.id,
-                )
-                if other is not None:
-                    j, other_image = other
-                    rows.append(
-                        {
-                            "record_id": record_id(
-                                other_image["image_id"],
-                                scenario.id,
-                                "contrast",
-                                out["unsafe_query"],
-                            ),
-                            "image_id": other_image["image_id"],
-                            "image_path": other_image["path"],
-                            "label": "safe",
-                            "query_type": "contrast",
-                            "query": out["unsafe_query"],
-                            "guidance": generator.contrast_guidance(other_image, scenario),
-                            "similarity": float(scores[j, scenarios.index(scenario)]),
-                            **common,
-                        }
-                    )
     unfit = [images[i]["image_id"] for i, js in enumerate(chosen) if not js]
     records = (
         pl.DataFrame(rows, schema=RECORD_SCHEMA) if rows else pl.DataFrame(schema=RECORD_SCHEMA)
@@ -146,6 +117,22 @@ def build_records(
     if unique.height < records.height:
         log.info("generate: %d repeated contrast records merged", records.height - unique.height)
     return unique, unfit
+
+
+def _row(
+    image: dict, query_type: str, label: str, query: str, guidance: str, sim: float, common: dict
+) -> dict[str, Any]:
+    return {
+        "record_id": record_id(image["image_id"], common["scenario"], query_type, query),
+        "image_id": image["image_id"],
+        "image_path": image["path"],
+        "label": label,
+        "query_type": query_type,
+        "query": query,
+        "guidance": guidance,
+        "similarity": sim,
+        **common,
+    }
 
 
 def _unrelated_image(
