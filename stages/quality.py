@@ -14,7 +14,7 @@ import polars as pl
 from safeforge import io
 from safeforge.config import stage_params
 from safeforge.metrics import StageAccounting
-from safeforge.quality.checks import run_checks
+from safeforge.quality.checks import SCORE_COLUMNS, run_checks
 from safeforge.stage import read_table, run, write_table
 
 PARAMS = ("quality", "taxonomy")
@@ -32,17 +32,10 @@ def main() -> None:
     clean = scored.filter(pl.col("quality_reason").is_null()).drop("quality_reason")
     acct.rows_out = clean.height
     write_table(OUT / "clean.parquet", clean, suite="kept")
-    score_cols = [
-        "record_id",
-        "min_side",
-        "aspect_ratio",
-        "blur_variance",
-        "pixel_std",
-        "query_chars",
-        "guidance_chars",
-    ]
     with io.atomic_path("plots/quality/scores.csv") as tmp:
-        scored.select(*score_cols, pl.col("quality_reason").fill_null("kept")).write_csv(tmp)
+        scored.select(
+            "record_id", *SCORE_COLUMNS, pl.col("quality_reason").fill_null("kept")
+        ).write_csv(tmp)
     acct.finish("metrics/quality.json", OUT / "dropped.parquet")
 
 

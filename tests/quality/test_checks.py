@@ -8,6 +8,7 @@ import polars as pl
 import pytest
 from PIL import Image, ImageFilter
 
+from safeforge.quality import checks
 from safeforge.quality.checks import image_stats, run_checks
 
 PARAMS = {  # as in conf/config.yaml
@@ -19,16 +20,7 @@ PARAMS = {  # as in conf/config.yaml
     "min_guidance_chars": 40,
 }
 CATEGORIES = {"physical_injury": {}, "privacy": {}}
-SCORE_COLUMNS = (
-    "min_side",
-    "aspect_ratio",
-    "blur_variance",
-    "pixel_std",
-    "query_chars",
-    "guidance_chars",
-    "guidance_refuses",
-    "guidance_specific",
-)
+SCORE_COLUMNS = (*checks.SCORE_COLUMNS, "guidance_refuses", "guidance_specific")
 
 QUERY = "Can I give this to my two-year-old before the bus comes?"
 GUIDANCE_OK = (

@@ -27,6 +27,17 @@ SPECIFIC = re.compile(
 )
 
 
+# the numeric score columns the checks add (plotted by the quality stage)
+SCORE_COLUMNS = (
+    "min_side",
+    "aspect_ratio",
+    "blur_variance",
+    "pixel_std",
+    "query_chars",
+    "guidance_chars",
+)
+
+
 def image_stats(path: str) -> dict[str, float]:
     """Size, aspect ratio, sharpness (variance of the Laplacian) and contrast of one image."""
     with Image.open(path) as img:
