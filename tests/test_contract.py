@@ -10,20 +10,9 @@ from helpers import ROOT
 
 from safeforge import config
 from safeforge.config import stage_params
+from safeforge.report.card import STAGES
 
-DAG = [
-    "samples",
-    "ingest",
-    "describe",
-    "generate",
-    "embed",
-    "dedup",
-    "quality",
-    "split",
-    "train_judge",
-    "score",
-    "report",
-]
+DAG = [*STAGES, "score", "report"]
 
 
 def dvc_stages() -> dict:

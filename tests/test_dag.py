@@ -17,21 +17,10 @@ import pytest
 from helpers import make_repo_copy, run_cmd
 from polars.testing import assert_frame_equal
 
+from safeforge.report.card import STAGES  # the stages before score, in DAG order
 from safeforge.validate import validate
 
 pytestmark = pytest.mark.slow
-
-STAGES = [
-    "samples",
-    "ingest",
-    "describe",
-    "generate",
-    "embed",
-    "dedup",
-    "quality",
-    "split",
-    "train_judge",
-]
 
 
 def metrics(repo: Path, stage: str) -> dict:
