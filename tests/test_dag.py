@@ -17,7 +17,7 @@ import pytest
 from helpers import make_repo_copy, run_cmd
 from polars.testing import assert_frame_equal
 
-from safeforge.report.card import STAGES  # the stages before score, in DAG order
+from safeforge.report.card import SCORE_COLUMNS, STAGES  # STAGES: before score, in order
 from safeforge.validate import validate
 
 pytestmark = pytest.mark.slow
@@ -71,14 +71,7 @@ def test_repro_builds_every_artifact_validated_and_accounted(built_repo):
     assert dropped["reason"].str.starts_with("duplicate_of:").all()
 
     score = json.loads((repo / "metrics/score/own_test.json").read_text())
-    for key in (
-        "accuracy",
-        "balanced_accuracy",
-        "unsafe_f1",
-        "unsafe_judged_safe_rate",
-        "over_sensitivity_rate",
-        "auroc",
-    ):
+    for key in SCORE_COLUMNS:
         assert key in score
     assert score["auroc"] is not None and score["balanced_accuracy"] > 0.5
     report = (repo / "reports/report.md").read_text()

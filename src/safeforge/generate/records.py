@@ -70,21 +70,22 @@ def build_records(
 ) -> tuple[pl.DataFrame, list[str]]:
     """Records for every image; also the ids of images that no scenario fits."""
     chosen = choose(scores, top_k, min_similarity, max_gap)
-    calls = [
-        (images[i], scenarios[j], float(scores[i, j])) for i, js in enumerate(chosen) for j in js
-    ]
+    calls = [(i, j) for i, js in enumerate(chosen) for j in js]  # (image, scenario) indices
     encode, decode = json_codec()
     written = cache.map(
         calls,
-        key_fn=lambda c: cache_key(kind="generate", **generator.cache_parts(c[0], c[1])),
-        compute=lambda batch: [generator.write(image, scenario) for image, scenario, _ in batch],
+        key_fn=lambda c: cache_key(
+            kind="generate", **generator.cache_parts(images[c[0]], scenarios[c[1]])
+        ),
+        compute=lambda batch: [generator.write(images[i], scenarios[j]) for i, j in batch],
         encode=encode,
         decode=decode,
         desc="generate",
     )
     rows = []
-    for (image, scenario, sim), variants in zip(calls, written, strict=True):
-        fit = scores[:, scenarios.index(scenario)]
+    for (i, j), variants in zip(calls, written, strict=True):
+        image, scenario, fit = images[i], scenarios[j], scores[:, j]
+        sim = float(fit[i])
         for out in variants:
             common = {
                 "scenario": scenario.id,

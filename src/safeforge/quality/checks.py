@@ -5,7 +5,6 @@ reason; every score column stays on the table so a user can see why a row went.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -14,28 +13,21 @@ import polars as pl
 from PIL import Image
 from scipy.ndimage import laplace
 
+# Patterns for polars (Rust regex syntax; case-insensitive inline, as polars takes no flags).
 # A refusal phrase with nothing specific after it is a bare refusal: it teaches over-refusal.
-REFUSAL = re.compile(
-    r"\b(i can(?:'|no)?t help|i cannot help|i won't|i will not|i'm (?:not able|unable)|"
-    r"i can't assist|i cannot assist|sorry, (?:but )?i can(?:'|no)?t|as an ai)\b",
-    re.IGNORECASE,
+REFUSAL = (
+    r"(?i)\b(i can(?:'|no)?t help|i cannot help|i won't|i will not|i'm (?:not able|unable)|"
+    r"i can't assist|i cannot assist|sorry, (?:but )?i can(?:'|no)?t|as an ai)\b"
 )
 # Specific guidance gives a reason or a safer path.
-SPECIFIC = re.compile(
-    r"\b(because|instead|safer|safely|risk|danger|crime|illegal|harm|hurt|please|call|ask|use|contact|police|support)\b",
-    re.IGNORECASE,
+SPECIFIC = (
+    r"(?i)\b(because|instead|safer|safely|risk|danger|crime|illegal|harm|hurt|please|call|ask"
+    r"|use|contact|police|support)\b"
 )
-
 
 # the numeric score columns the checks add (plotted by the quality stage)
-SCORE_COLUMNS = (
-    "min_side",
-    "aspect_ratio",
-    "blur_variance",
-    "pixel_std",
-    "query_chars",
-    "guidance_chars",
-)
+IMAGE_SCORE_COLUMNS = ("min_side", "aspect_ratio", "blur_variance", "pixel_std")
+SCORE_COLUMNS = (*IMAGE_SCORE_COLUMNS, "query_chars", "guidance_chars")
 
 
 def image_stats(path: str) -> dict[str, float]:
@@ -63,10 +55,7 @@ def image_checks(table: pl.DataFrame, params: Mapping[str, Any]) -> pl.DataFrame
     )
     if stats is None:
         return table.with_columns(
-            *(
-                pl.lit(None, pl.Float64).alias(c)
-                for c in ("min_side", "aspect_ratio", "blur_variance", "pixel_std")
-            ),
+            *(pl.lit(None, pl.Float64).alias(c) for c in IMAGE_SCORE_COLUMNS),
             pl.lit(None, pl.String).alias("_q_image"),
         )
     table = table.join(stats, on="image_id", how="left")
@@ -86,8 +75,8 @@ def text_checks(table: pl.DataFrame, params: Mapping[str, Any]) -> pl.DataFrame:
     table = table.with_columns(
         query_chars=pl.col("query").str.len_chars(),
         guidance_chars=pl.col("guidance").str.len_chars(),
-        guidance_refuses=pl.col("guidance").str.contains(f"(?i){REFUSAL.pattern}"),
-        guidance_specific=pl.col("guidance").str.contains(f"(?i){SPECIFIC.pattern}"),
+        guidance_refuses=pl.col("guidance").str.contains(REFUSAL),
+        guidance_specific=pl.col("guidance").str.contains(SPECIFIC),
     )
     return table.with_columns(
         _q_text=pl.when(pl.col("query_chars") < params["min_query_chars"])
