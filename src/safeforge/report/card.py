@@ -42,6 +42,18 @@ def _table(header: list[str], rows: list[list[Any]]) -> list[str]:
     return lines
 
 
+def _counts(dataset: pl.DataFrame, index: str, on: str, order: tuple[str, ...]) -> list[str]:
+    """A count table of `index` rows by `on` columns, columns in a fixed order (a pivot's
+    own column order follows hashing, which would make the report differ run to run)."""
+    pivot = dataset.group_by(index, on).len().pivot(on=on, index=index, values="len")
+    columns = [c for c in order if c in pivot.columns]
+    pivot = pivot.fill_null(0).sort(index)
+    return _table(
+        [index, *columns],
+        [[r[index], *(r[c] for c in columns)] for r in pivot.iter_rows(named=True)],
+    )
+
+
 def render(
     dataset: pl.DataFrame,
     stage_metrics: dict[str, dict],
@@ -57,38 +69,9 @@ def render(
     ]
 
     out += ["## Records by category and label", ""]
-    pivot = (
-        dataset.group_by("category", "label")
-        .len()
-        .pivot(on="label", index="category", values="len")
-        .fill_null(0)
-        .sort("category")
-    )
-    labels = [c for c in ("safe", "unsafe") if c in pivot.columns]
-    out += [
-        *_table(
-            ["category", *labels],
-            [[r["category"], *(r[c] for c in labels)] for r in pivot.iter_rows(named=True)],
-        ),
-        "",
-    ]
-
+    out += [*_counts(dataset, "category", "label", ("safe", "unsafe")), ""]
     out += ["## Records by split and kind", ""]
-    kinds = (
-        dataset.group_by("split", "query_type")
-        .len()
-        .pivot(on="query_type", index="split", values="len")
-        .fill_null(0)
-        .sort("split")
-    )
-    cols = [c for c in kinds.columns if c != "split"]
-    out += [
-        *_table(
-            ["split", *cols],
-            [[r["split"], *(r[c] for c in cols)] for r in kinds.iter_rows(named=True)],
-        ),
-        "",
-    ]
+    out += [*_counts(dataset, "split", "query_type", ("unsafe", "benign", "contrast")), ""]
 
     out += ["## Rows through the pipeline", ""]
     rows = []

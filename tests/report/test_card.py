@@ -1,0 +1,66 @@
+"""The dataset card: counts and scores as tables, in a stable layout."""
+
+from __future__ import annotations
+
+import polars as pl
+
+from safeforge.report.card import render
+
+
+def dataset(order: list[int]) -> pl.DataFrame:
+    rows = [
+        {
+            "image_id": "a",
+            "scenario": "s1",
+            "category": "privacy",
+            "label": "unsafe",
+            "split": "train",
+            "query_type": "unsafe",
+        },
+        {
+            "image_id": "a",
+            "scenario": "s1",
+            "category": "privacy",
+            "label": "safe",
+            "split": "train",
+            "query_type": "benign",
+        },
+        {
+            "image_id": "b",
+            "scenario": "s1",
+            "category": "privacy",
+            "label": "safe",
+            "split": "test",
+            "query_type": "contrast",
+        },
+        {
+            "image_id": "b",
+            "scenario": "s2",
+            "category": "self_harm",
+            "label": "unsafe",
+            "split": "test",
+            "query_type": "unsafe",
+        },
+    ]
+    return pl.DataFrame([rows[i] for i in order])
+
+
+STAGE = {"ingest": {"rows_in": 3, "rows_out": 2, "dropped": {"corrupt_image": 1}, "seconds": 1.5}}
+SCORES = {"own_test": {"n": 2, "accuracy": 0.5, "auroc": None, "by_subset": {}}}
+
+
+def test_counts_and_scores_are_rendered():
+    text = render(dataset([0, 1, 2, 3]), STAGE, SCORES, top_drop_reasons=5)
+    assert "4 records over 2 images, 2 scenarios, 2 categories." in text
+    assert "| category | safe | unsafe |" in text
+    assert "| privacy | 2 | 1 |" in text and "| self_harm | 0 | 1 |" in text
+    assert "| split | unsafe | benign | contrast |" in text
+    assert "| test | 1 | 0 | 1 |" in text
+    assert "| ingest | 3 | 2 | corrupt_image: 1 | 1.500 |" in text
+    assert "| own_test | 2 | 0.500 | n/a |" in text
+
+
+def test_layout_does_not_depend_on_row_order():
+    assert render(dataset([0, 1, 2, 3]), STAGE, SCORES, 5) == render(
+        dataset([3, 2, 1, 0]), STAGE, SCORES, 5
+    )
