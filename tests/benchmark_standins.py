@@ -1,0 +1,74 @@
+"""Building tiny benchmark folders: real sample records (read from ../shared, never copied into
+the project) plus generated stand-in images in the benchmark's own layout."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from helpers import ROOT, SHARED_SAMPLES
+from PIL import Image
+
+from safeforge.config import compose
+
+_FORMATS = {".jpg": "JPEG", ".jpeg": "JPEG", ".png": "PNG", ".webp": "WEBP"}
+
+
+def stand_in_image(path: Path, seed: int = 0, size: tuple[int, int] = (48, 40)) -> Path:
+    """A small random RGB image at `path`, in the format its extension names."""
+    pixels = np.random.default_rng(seed).integers(0, 256, (size[1], size[0], 3), dtype=np.uint8)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(pixels).save(path, format=_FORMATS[path.suffix.lower()])
+    return path
+
+
+def sample_records(name: str) -> list[dict[str, Any]]:
+    """The real records in ../shared/benchmarks/samples/<name>.jsonl (skip when absent)."""
+    path = SHARED_SAMPLES / f"{name}.jsonl"
+    if not path.is_file():
+        pytest.skip(f"{path} is absent")
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line]
+
+
+def without_source(record: dict[str, Any]) -> dict[str, Any]:
+    """A sample record as the benchmark publishes it (samples add a `_source` provenance key)."""
+    return {k: v for k, v in record.items() if k != "_source"}
+
+
+_CONF: dict[str, Any] = {}
+
+
+def benchmark_spec(name: str) -> dict[str, Any]:
+    """The benchmark's entry in the real conf/ composition (adapter, files, label rules, map)."""
+    if not _CONF:
+        _CONF.update(compose(ROOT / "conf"))
+    return dict(_CONF["benchmarks"][name])
+
+
+def taxonomy() -> list[str]:
+    if not _CONF:
+        _CONF.update(compose(ROOT / "conf"))
+    return list(_CONF["taxonomy"]["categories"])
+
+
+def siuo_folder(root: Path) -> Path:
+    """A SIUO folder: data/siuo_gen.json from the sample records, one stand-in image each."""
+    records = [without_source(r) for r in sample_records("siuo")]
+    (root / "data").mkdir(parents=True, exist_ok=True)
+    (root / "data" / "siuo_gen.json").write_text(json.dumps(records), encoding="utf-8")
+    for i, r in enumerate(records):
+        stand_in_image(root / "data" / "images" / r["image"], seed=i)
+    return root
+
+
+def vlguard_folder(root: Path) -> Path:
+    """A VLGuard folder: data/test.json from the sample records, one stand-in image each."""
+    records = [without_source(r) for r in sample_records("vlguard")]
+    (root / "data").mkdir(parents=True, exist_ok=True)
+    (root / "data" / "test.json").write_text(json.dumps(records), encoding="utf-8")
+    for i, r in enumerate(records):
+        stand_in_image(root / "data" / "test" / r["image"], seed=100 + i)
+    return root
