@@ -1,7 +1,8 @@
 """Stage report: reports/report.md, the dataset card and scoreboard.
 
 Inputs:  data/split/dataset.parquet, metrics/ (every stage's and score's JSON)
-Outputs: reports/report.md, metrics/report.json
+Outputs: reports/report.md, metrics/report.json (with the transfer score: the mean balanced
+         accuracy over the external benchmarks scored)
 Params:  report, score
 """
 
@@ -11,6 +12,7 @@ from safeforge import io
 from safeforge.config import stage_params
 from safeforge.metrics import StageAccounting
 from safeforge.report.card import load_metrics, render
+from safeforge.scoring.benchmark import transfer_score
 from safeforge.stage import log, read_table, run
 
 PARAMS = ("report", "score")
@@ -26,14 +28,11 @@ def main() -> None:
     dataset = read_table("data/split/dataset.parquet")
     acct = StageAccounting("report")
     acct.rows_in = acct.rows_out = dataset.height
-    text = render(
-        dataset,
-        stage_metrics,
-        scores,
-        p["report"]["top_drop_reasons"],
-    )
+    transfer = transfer_score(scores)
+    text = render(dataset, stage_metrics, scores, p["report"]["top_drop_reasons"], transfer)
     io.write_text("reports/report.md", text)
-    acct.extra["benchmarks"] = sorted(scores)
+    # the headline for `dvc metrics diff`: the transfer score and each benchmark beside it
+    acct.extra.update(benchmarks=sorted(scores), **transfer)
     acct.finish("metrics/report.json", dropped_path=None)
     log.info("wrote reports/report.md")
 

@@ -1,11 +1,16 @@
-"""Stage score (one `foreach` item per benchmark): the trained judge on a benchmark's items.
+"""Stage score (one `foreach` item per name in score.benchmarks): the trained judge on a benchmark.
 
-`own_test` is the dataset's own test split (subset = query_type: unsafe / benign / contrast).
+`own_test` is the dataset's own test split (subset = query_type: unsafe / benign / contrast);
+any other name is read natively from benchmarks.<name>.root (src/safeforge/benchmarks/).
+The benchmark folder itself is not a DVC dependency: published data does not change; after
+editing one, rerun with `dvc repro -f -s score@<name>`.
 
-Inputs:  data/train_judge/judge/, data/split/dataset.parquet, data/embed/features.parquet
-Outputs: data/score/<benchmark>/predictions.parquet, metrics/score/<benchmark>.json,
-         plots/score/<benchmark>/roc.csv, plots/score/<benchmark>/confusion.csv
-Params:  score
+Inputs:  data/train_judge/judge/, data/split/dataset.parquet, data/embed/features.parquet,
+         benchmarks.<name>.root (external benchmarks)
+Outputs: data/score/<benchmark>/predictions.parquet, data/score/<benchmark>/refused.parquet,
+         metrics/score/<benchmark>.json, plots/score/<benchmark>/roc.csv,
+         plots/score/<benchmark>/confusion.csv
+Params:  score, describe, taxonomy, benchmarks.${item}
 """
 
 import sys
@@ -13,19 +18,22 @@ from pathlib import Path
 
 import polars as pl
 
+from safeforge.benchmarks.base import REFUSED_SCHEMA, BenchmarkError, BenchmarkTable, load_benchmark
 from safeforge.config import stage_params
 from safeforge.judges.base import load_judge
 from safeforge.metrics import StageAccounting
-from safeforge.scoring.evaluate import evaluate, predict, write_plots
+from safeforge.scoring.benchmark import OWN_TEST, score_benchmark
+from safeforge.scoring.evaluate import write_plots
 from safeforge.stage import read_table, run, write_table
 
-PARAMS = ("score",)
+PARAMS = ("score", "describe", "taxonomy", "benchmarks.${item}")
 
 
-def own_test_items() -> pl.DataFrame:
-    dataset = read_table("data/split/dataset.parquet").filter(pl.col("split") == "test")
+def own_test_items(split: str) -> BenchmarkTable:
+    """The split's records with the features embed made for them (the judge's own inputs)."""
+    dataset = read_table("data/split/dataset.parquet").filter(pl.col("split") == split)
     features = read_table("data/embed/features.parquet").drop("image_id")
-    return dataset.join(features, on="record_id", how="inner").select(
+    items = dataset.join(features, on="record_id", how="inner").select(
         pl.col("record_id").alias("item_id"),
         "label",
         pl.col("query_type").alias("subset"),
@@ -34,24 +42,42 @@ def own_test_items() -> pl.DataFrame:
         "description_emb",
         "image_emb",
     )
+    return BenchmarkTable(OWN_TEST, Path("data/split"), items, pl.DataFrame(schema=REFUSED_SCHEMA))
 
 
 def main() -> None:
-    benchmark = sys.argv[1] if len(sys.argv) > 1 else "own_test"
-    params = stage_params(PARAMS)["score"]
-    if benchmark != "own_test":
-        raise ValueError(f"benchmark {benchmark!r}: only own_test can be scored yet")
-    acct = StageAccounting(f"score/{benchmark}")
-    items = own_test_items()
-    acct.rows_in = acct.rows_out = items.height
-    predictions = predict(load_judge(Path("data/train_judge/judge")), items, params["threshold"])
-    write_table(
-        Path("data/score") / benchmark / "predictions.parquet", predictions, suite="predictions"
+    name = sys.argv[1]
+    p = stage_params(PARAMS, item=name)
+    params, spec = p["score"], p[f"benchmarks.{name}"]
+    if name not in params["benchmarks"]:
+        raise KeyError(f"score: {name!r} is not in score.benchmarks {params['benchmarks']}")
+    if spec["adapter"] == OWN_TEST:
+        table = own_test_items(spec["split"])
+    else:
+        if not spec["root"]:
+            raise BenchmarkError(
+                f"score.benchmarks lists {name!r} but benchmarks.{name}.root is not set: "
+                f"`dvc exp run -S benchmarks.{name}.root=/path/to/{name}`, or drop it from the list"
+            )
+        table = load_benchmark(name, spec, taxonomy=p["taxonomy"]["categories"])
+    acct = StageAccounting(f"score/{name}")
+    acct.rows_in = table.items.height + table.refused.height
+    acct.drop(table.refused, pl.col("reason"), id_column="item_id")
+    ocr = p["describe"]["ocr_min_confidence"] if params["ocr"] else None
+    predictions, metrics = score_benchmark(
+        load_judge(Path("data/train_judge/judge")),
+        table,
+        spec,
+        params["threshold"],
+        params["batch_size"],
+        ocr,
     )
-    write_plots(predictions, Path("plots/score") / benchmark)
-    # accounting and scores in one file, for `dvc metrics show/diff`
-    acct.extra.update(evaluate(predictions, params["threshold"]))
-    acct.finish(f"metrics/score/{benchmark}.json", dropped_path=None)
+    acct.rows_out = predictions.height
+    out = Path("data/score") / name
+    write_table(out / "predictions.parquet", predictions, suite="predictions")
+    write_plots(predictions, Path("plots/score") / name)
+    acct.extra.update(metrics)  # accounting and scores in one file, for `dvc metrics show/diff`
+    acct.finish(f"metrics/score/{name}.json", dropped_path=out / "refused.parquet")
 
 
 if __name__ == "__main__":

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib
 
+import pytest
 import yaml
 from helpers import ROOT
 
@@ -62,3 +63,12 @@ def test_params_check_command_detects_drift(tmp_path):
     assert main(["params", "--check", "--conf", str(ROOT / "conf"), "--out", str(out)]) == 0
     out.write_text(out.read_text().replace("top_k: 3", "top_k: 4"))
     assert main(["params", "--check", "--conf", str(ROOT / "conf"), "--out", str(out)]) == 1
+
+
+def test_stage_params_resolves_dotted_foreach_sections(tmp_path):
+    path = tmp_path / "params.yaml"
+    path.write_text("score: {t: 1}\nbenchmarks: {siuo: {root: /x}, salad: {root: /y}}\n")
+    got = stage_params(["score", "benchmarks.${item}"], path, item="siuo")
+    assert got == {"score": {"t": 1}, "benchmarks.siuo": {"root": "/x"}}
+    with pytest.raises(KeyError, match=r"benchmarks\.vlguard"):
+        stage_params(["benchmarks.${item}"], path, item="vlguard")

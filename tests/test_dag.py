@@ -14,6 +14,7 @@ from pathlib import Path
 
 import polars as pl
 import pytest
+from benchmark_standins import siuo_folder, vlguard_folder
 from helpers import make_repo_copy, run_cmd
 from polars.testing import assert_frame_equal
 
@@ -106,6 +107,52 @@ def test_a_generate_param_reruns_generate_and_after_only(built_repo):
     for upstream in ("samples", "ingest", "describe"):
         assert f"Running stage '{upstream}'" not in text
     assert "Running stage 'dedup'" in text
+
+
+def test_external_benchmarks_are_scored_side_by_side(built_repo, tmp_path):
+    repo, _ = built_repo
+    siuo, vlguard = siuo_folder(tmp_path / "siuo"), vlguard_folder(tmp_path / "vlguard")
+    out = run_cmd(
+        [
+            "dvc", "exp", "run",
+            "-S", "score.benchmarks=[own_test,siuo,vlguard]",
+            "-S", f"benchmarks.siuo.root={siuo}",
+            "-S", f"benchmarks.vlguard.root={vlguard}",
+        ],
+        repo,
+    )  # fmt: skip
+    text = out.stdout + out.stderr
+    assert "Running stage 'score@siuo'" in text and "Running stage 'score@vlguard'" in text
+    for upstream in ("generate", "embed", "train_judge"):
+        assert f"Running stage '{upstream}'" not in text
+    scores = {b: metrics(repo, f"score/{b}") for b in ("own_test", "siuo", "vlguard")}
+    assert (scores["siuo"]["n"], scores["siuo"]["n_unsafe"]) == (9, 9)
+    assert (scores["vlguard"]["n"], scores["vlguard"]["n_safe"]) == (13, 4)
+    assert set(scores["vlguard"]["by_subset"]) == {"unsafes", "safe_unsafes", "safe_safes"}
+    assert scores["siuo"]["items_per_second"] > 0
+    report = metrics(repo, "report")
+    external = [scores["siuo"]["balanced_accuracy"], scores["vlguard"]["balanced_accuracy"]]
+    assert report["transfer_benchmarks"] == ["siuo", "vlguard"]
+    assert report["transfer_score"] == pytest.approx(sum(external) / 2, abs=1e-4)
+    assert "Transfer score" in (repo / "reports/report.md").read_text()
+    diff = run_cmd(["dvc", "metrics", "diff", "--json"], repo).stdout
+    changed = json.loads(diff)
+    assert {"metrics/score/siuo.json", "metrics/score/vlguard.json"} <= set(changed)
+    assert "balanced_accuracy" in changed["metrics/score/vlguard.json"]
+    assert "transfer_score" in changed["metrics/report.json"]
+
+
+def test_a_listed_benchmark_without_a_root_fails_clearly(built_repo):
+    repo, _ = built_repo
+    before = (repo / "params.yaml").read_text()
+    try:
+        out = run_cmd(
+            ["dvc", "exp", "run", "-S", "score.benchmarks=[own_test,salad]"], repo, check=False
+        )
+        assert out.returncode != 0
+        assert "benchmarks.salad.root is not set" in out.stdout + out.stderr
+    finally:
+        (repo / "params.yaml").write_text(before)
 
 
 def source_repo(tmp_path: Path, images: list[Path]) -> Path:

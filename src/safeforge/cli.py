@@ -1,12 +1,21 @@
-"""`safeforge` command line: `safeforge params` composes params.yaml from conf/."""
+"""`safeforge` command line.
+
+safeforge params [--check]                         compose params.yaml from conf/
+safeforge bench list                               known benchmarks, and their roots
+safeforge bench check NAME --root PATH [--json]    read a benchmark, report what it holds
+safeforge bench score NAME --root PATH --judge DIR [--json]   score a saved judge on it
+"""
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 
 from safeforge import config, io
+
+OWN_TEST = "own_test"  # the dataset's own split: a score-stage item, not a benchmark on disk
 
 
 def cmd_params(args: argparse.Namespace) -> int:
@@ -26,6 +35,167 @@ def cmd_params(args: argparse.Namespace) -> int:
     return 0
 
 
+# ---- safeforge bench: read and score benchmarks without the pipeline -------------------------
+def _bench_config(args: argparse.Namespace) -> dict:
+    conf = Path(args.conf) if args.conf else Path("conf")
+    if not conf.is_dir():
+        conf = config.ROOT / "conf"  # outside a checkout: the conf/ shipped with this one
+    return config.compose(conf, args.set)
+
+
+def _load_table(args: argparse.Namespace, cfg: dict, verify_images: bool = True):
+    from safeforge.benchmarks.base import load_benchmark
+
+    specs = cfg["benchmarks"]
+    if args.name not in specs or specs[args.name]["adapter"] == OWN_TEST:
+        known = sorted(n for n, s in specs.items() if s["adapter"] != OWN_TEST)
+        raise KeyError(f"unknown benchmark {args.name!r}; known: {known}")
+    spec = specs[args.name]
+    table = load_benchmark(
+        args.name,
+        spec,
+        root=args.root,
+        taxonomy=cfg["taxonomy"]["categories"],
+        verify_images=verify_images,
+    )
+    return spec, table
+
+
+def _print(obj: object, as_json: bool, lines: list[str]) -> None:
+    print(json.dumps(obj, indent=2, sort_keys=True, default=str) if as_json else "\n".join(lines))
+
+
+def cmd_bench_list(args: argparse.Namespace) -> int:
+    cfg = _bench_config(args)
+    rows = []
+    for name, spec in cfg["benchmarks"].items():
+        if spec["adapter"] == OWN_TEST:
+            continue
+        root = spec.get("root")
+        status = "not set" if not root else ("present" if Path(root).is_dir() else "missing")
+        rows.append(
+            {
+                "name": name,
+                "adapter": spec["adapter"],
+                "root": root,
+                "root_status": status,
+                "scored": name in cfg["score"]["benchmarks"],
+            }
+        )
+    lines = [f"{'benchmark':<15}{'root':<9}{'scored':<8}path"]
+    lines += [
+        f"{r['name']:<15}{r['root_status']:<9}{'yes' if r['scored'] else 'no':<8}{r['root'] or '-'}"
+        for r in rows
+    ]
+    _print(rows, args.json, lines)
+    return 0
+
+
+def cmd_bench_check(args: argparse.Namespace) -> int:
+    """read a benchmark and report items, labels, subsets, refusals; exit 2 if it is not one"""
+    from safeforge.benchmarks.base import BenchmarkError
+
+    cfg = _bench_config(args)
+    try:
+        _, table = _load_table(args, cfg)
+    except BenchmarkError as err:
+        _print({"benchmark": args.name, "error": str(err)}, args.json, [f"error: {err}"])
+        return 2
+    summary = table.summary()
+    lines = [f"{args.name} in {summary['root']}: {summary['items']} items can be scored"]
+    for key in ("by_label", "by_subset", "by_category", "refused_by_reason"):
+        lines.append(f"  {key.replace('_', ' ')}: " + (_pairs(summary[key]) or "none"))
+    if summary["unmapped_source_categories"]:
+        lines.append(
+            "  unmapped source categories: " + _pairs(summary["unmapped_source_categories"])
+        )
+    _print(summary, args.json, lines)
+    return 0 if table.items.height else 1
+
+
+def cmd_bench_score(args: argparse.Namespace) -> int:
+    """score a saved judge on a benchmark and print its metrics"""
+    from safeforge.benchmarks.base import BenchmarkError
+    from safeforge.judges.base import load_judge
+    from safeforge.scoring.benchmark import score_benchmark
+
+    cfg = _bench_config(args)
+    try:
+        spec, table = _load_table(args, cfg)
+    except BenchmarkError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    params = cfg["score"]
+    threshold = args.threshold if args.threshold is not None else params["threshold"]
+    ocr = cfg["describe"]["ocr_min_confidence"] if params["ocr"] and not args.no_ocr else None
+    predictions, metrics = score_benchmark(
+        load_judge(Path(args.judge)), table, spec, threshold, args.batch_size, ocr
+    )
+    if args.predictions:
+        io.write_parquet(args.predictions, predictions)
+    figures = (
+        "n",
+        "accuracy",
+        "balanced_accuracy",
+        "unsafe_f1",
+        "unsafe_judged_safe_rate",
+        "over_sensitivity_rate",
+        "auroc",
+    )
+    lines = [f"{args.name}: {metrics['n']} items, judge {metrics['judge']}, threshold {threshold}"]
+    lines += [f"  {k:<24}{_num(metrics.get(k))}" for k in figures]
+    for subset, m in metrics["by_subset"].items():
+        lines.append(
+            f"  subset {subset:<17}n={m['n']} balanced_accuracy={_num(m.get('balanced_accuracy'))}"
+            f" accuracy={_num(m.get('accuracy'))}"
+        )
+    for key, value in metrics.get("official", {}).items():
+        if isinstance(value, (int, float)):
+            lines.append(f"  official {key:<15}{_num(value)}")
+    lines += [f"  note: {d}" for d in metrics.get("official", {}).get("deviations", [])]
+    if metrics["refused"]:
+        lines.append("  refused (not scored): " + _pairs(metrics["refused"]))
+    lines.append(f"  {metrics['items_per_second']} items/s")
+    _print(metrics, args.json, lines)
+    return 0
+
+
+def _pairs(counts: dict) -> str:
+    return ", ".join(f"{k}: {v}" for k, v in counts.items())
+
+
+def _num(value: object) -> str:
+    return "n/a" if value is None else (f"{value:.4f}" if isinstance(value, float) else str(value))
+
+
+def _bench_parser(sub: argparse._SubParsersAction) -> None:
+    bench = sub.add_parser("bench", help="read and score benchmarks in their native formats")
+    actions = bench.add_subparsers(dest="action", required=True)
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--json", action="store_true", help="print JSON instead of text")
+    common.add_argument("--conf", default=None, help="conf/ folder (default ./conf)")
+    common.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="hydra override, e.g. benchmarks.figstep.questions=data/question/SafeBench-Tiny.csv",
+    )
+    a = actions.add_parser("list", parents=[common], help="known benchmarks and their roots")
+    a.set_defaults(func=cmd_bench_list)
+    for action, func in (("check", cmd_bench_check), ("score", cmd_bench_score)):
+        a = actions.add_parser(action, parents=[common], help=func.__doc__)
+        a.add_argument("name", help="a conf/benchmarks/ name, e.g. siuo")
+        a.add_argument("--root", default=None, help="the benchmark folder (default: its conf root)")
+        a.set_defaults(func=func)
+        if action == "score":
+            a.add_argument("--judge", required=True, help="a saved judge folder (judge.json)")
+            a.add_argument("--threshold", type=float, default=None)
+            a.add_argument("--batch-size", type=int, default=256)
+            a.add_argument("--no-ocr", action="store_true", help="leave image text out")
+            a.add_argument("--predictions", default=None, help="also write predictions.parquet")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="safeforge", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -39,7 +209,18 @@ def main(argv: list[str] | None = None) -> int:
         "--check", action="store_true", help="exit 1 when params.yaml has drifted from conf/"
     )
     p.set_defaults(func=cmd_params)
+    _bench_parser(sub)
     args = parser.parse_args(argv)
+    if args.command == "bench":
+        from safeforge.stage import setup_logging
+
+        setup_logging()
+        try:
+            return args.func(args)
+        except (KeyError, ValueError, FileNotFoundError) as err:
+            message = err.args[0] if isinstance(err, KeyError) and err.args else err
+            print(f"error: {message}", file=sys.stderr)
+            return 2
     return args.func(args)
 
 

@@ -58,10 +58,24 @@ class Params(dict):
         return Params(f"{self.name}.{key}", value) if isinstance(value, dict) else value
 
 
-def stage_params(sections: Sequence[str], path: str | Path = "params.yaml") -> dict[str, Params]:
-    """The declared top-level sections of params.yaml, and nothing else."""
+def stage_params(
+    sections: Sequence[str], path: str | Path = "params.yaml", item: str | None = None
+) -> dict[str, Any]:
+    """The declared sections of params.yaml, and nothing else.
+
+    A section may be a dotted key (`benchmarks.siuo`), and in a `foreach` stage may hold
+    `${item}`, as in dvc.yaml (`benchmarks.${item}`): `item` fills it in.
+    """
     params = load_params(path)
-    missing = [s for s in sections if s not in params]
-    if missing:
-        raise KeyError(f"{path}: sections {missing} are missing; run `safeforge params`")
-    return {s: Params(s, params[s]) if isinstance(params[s], dict) else params[s] for s in sections}
+    out: dict[str, Any] = {}
+    for section in sections:
+        key = section.replace("${item}", item) if item is not None else section
+        value: Any = params
+        for part in key.split("."):
+            if not isinstance(value, dict) or part not in value:
+                raise KeyError(
+                    f"{path}: section {key!r} is missing; check conf/ and `safeforge params`"
+                )
+            value = value[part]
+        out[key] = Params(key, value) if isinstance(value, dict) else value
+    return out

@@ -64,3 +64,23 @@ def test_layout_does_not_depend_on_row_order():
     assert render(dataset([0, 1, 2, 3]), STAGE, SCORES, 5) == render(
         dataset([3, 2, 1, 0]), STAGE, SCORES, 5
     )
+
+
+def test_transfer_score_refusals_and_official_table_are_rendered():
+    scores = {
+        **SCORES,
+        "mmsafeaware": {
+            "n": 3,
+            "balanced_accuracy": 0.75,
+            "refused": {"missing_image": 2},
+            "official": {"Typical": 1.0, "Total": 0.5, "counts": {}, "deviations": ["Id 128."]},
+        },
+    }
+    transfer = {"transfer_score": 0.75, "transfer_benchmarks": ["mmsafeaware"]}
+    text = render(dataset([0, 1, 2, 3]), STAGE, scores, 5, transfer)
+    assert "Transfer score (mean balanced accuracy over mmsafeaware): **0.750**" in text
+    assert "Items refused (not scored): missing_image: 2." in text
+    assert "| Typical | Total |" in text and "| 1.000 | 0.500 |" in text
+    assert "- Id 128." in text
+    none = {"transfer_score": None, "transfer_benchmarks": []}
+    assert "Transfer score: n/a" in render(dataset([0, 1, 2, 3]), STAGE, SCORES, 5, none)

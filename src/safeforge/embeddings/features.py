@@ -11,10 +11,14 @@ from typing import Any
 import numpy as np
 import polars as pl
 
+from safeforge import io
 from safeforge.cache import RowCache, cache_key
 from safeforge.dedup.perceptual import phash
 from safeforge.embeddings.text import TextEncoder, encode_cached
-from safeforge.perception.describe import load_rgb, nsfw_cached
+from safeforge.perception.describe import compose_description, load_rgb, nsfw_cached, ocr_cached
+
+# the probe judge's inputs, as record_features and item_features make them
+EMB_COLUMNS = ("image_emb", "description_emb", "query_emb")
 
 
 def phash_cached(images: pl.DataFrame, cache: RowCache) -> list[str]:
@@ -58,4 +62,45 @@ def record_features(
         .with_columns(pl.Series("query_emb", query_emb))
         .join(per_image, on="image_id", how="left")
         .select("record_id", "image_id", "query_emb", "description_emb", "image_emb", "phash")
+    )
+
+
+def item_features(
+    items: pl.DataFrame,
+    encoder: TextEncoder,
+    nsfw: Any,
+    reader: Any | None,
+    cache: RowCache,
+    batch_size: int,
+) -> pl.DataFrame:
+    """The probe judge's inputs for benchmark items (item_id, image_path, text), made the way
+    `record_features` makes them for records: images keyed by content, so a benchmark image
+    that is also a dataset image is never recomputed.
+
+    With no captioner on CPU the description is the image's visible text (OCR) alone; `reader`
+    None skips OCR. Dataset records carry a caption too: the judge sees that shift.
+    """
+    images = (
+        items.select(pl.col("image_path").alias("path"))
+        .unique(maintain_order=True)
+        .with_columns(image_id=pl.col("path").map_elements(io.sha256_file, return_dtype=pl.String))
+    )
+    ocr_text = (
+        [o["text"] for o in ocr_cached(images, reader, cache)] if reader else [""] * images.height
+    )
+    descriptions = [compose_description("", t) for t in ocr_text]
+    _, image_emb = nsfw_cached(images, nsfw, cache, batch_size)
+    per_image = pl.DataFrame(
+        {
+            "image_path": images["path"],
+            "description_emb": encode_cached(encoder, descriptions, cache, batch_size),
+            "image_emb": image_emb.astype(np.float32),
+        }
+    )
+    query_emb = encode_cached(encoder, items["text"].to_list(), cache, batch_size)
+    return (
+        items.select("item_id", "image_path")
+        .with_columns(pl.Series("query_emb", query_emb))
+        .join(per_image, on="image_path", how="left", maintain_order="left")
+        .select("item_id", "query_emb", "description_emb", "image_emb")
     )

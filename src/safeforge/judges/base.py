@@ -30,6 +30,9 @@ class Judge(ABC):
     """Scores items: one output row per input row, in order, with PREDICTION_SCHEMA columns."""
 
     kind: ClassVar[str]
+    # the columns `predict` reads; benchmark items have item_id, image_path and text, and
+    # scoring computes anything more (e.g. the probe's embeddings) before calling predict
+    inputs: ClassVar[tuple[str, ...]] = ("image_path", "text")
     name: str
 
     @abstractmethod

@@ -23,12 +23,12 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from safeforge import io
+from safeforge.embeddings.features import EMB_COLUMNS
 from safeforge.judges.base import JUDGE_FILE, PREDICTION_SCHEMA, Judge, register_judge
 from safeforge.scoring.metrics import binary_metrics
 
 log = logging.getLogger(__name__)
 WEIGHTS_FILE = "model.safetensors"
-EMB_COLUMNS = ("image_emb", "description_emb", "query_emb")
 _PREDICT_CHUNK = 8192  # rows per forward pass, bounds memory on large frames
 
 
@@ -84,6 +84,7 @@ def _head(n_in: int, n_out: int, cfg: ProbeConfig) -> nn.Module:
 @register_judge
 class ProbeJudge(Judge):
     kind = "probe"
+    inputs = EMB_COLUMNS
 
     def __init__(
         self,

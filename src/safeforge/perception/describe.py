@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 import polars as pl
-from PIL import Image
+from PIL import Image, ImageOps
 
 from safeforge.cache import RowCache, cache_key, json_codec
 
@@ -18,8 +18,9 @@ NSFW_VALUE = np.dtype([("score", np.float32), ("features", np.float32, (1024,))]
 
 
 def load_rgb(path: str) -> Image.Image:
+    """RGB pixels, upright: ingested copies are already, benchmark files may carry EXIF rotation."""
     with Image.open(path) as img:
-        return img.convert("RGB")
+        return ImageOps.exif_transpose(img).convert("RGB")
 
 
 def nsfw_cached(

@@ -59,6 +59,7 @@ def render(
     stage_metrics: dict[str, dict],
     scores: dict[str, dict],
     top_drop_reasons: int,
+    transfer: dict[str, Any] | None = None,
 ) -> str:
     out = ["# safeforge dataset card", ""]
     n_images = dataset["image_id"].n_unique()
@@ -92,6 +93,15 @@ def render(
     out += [*_table(["stage", "in", "out", "dropped (reason: rows)", "seconds"], rows), ""]
 
     out += ["## Scoreboard", ""]
+    if transfer and transfer["transfer_score"] is not None:
+        names = ", ".join(transfer["transfer_benchmarks"])
+        out += [
+            f"Transfer score (mean balanced accuracy over {names}): "
+            f"**{_fmt(transfer['transfer_score'])}**",
+            "",
+        ]
+    else:
+        out += ["Transfer score: n/a (no external benchmark scored; see score.benchmarks)", ""]
     out += _table(
         ["benchmark", *SCORE_COLUMNS],
         [[name, *(s.get(c) for c in SCORE_COLUMNS)] for name, s in sorted(scores.items())],
@@ -103,6 +113,15 @@ def render(
                 ["subset", *SCORE_COLUMNS],
                 [[sub, *(m.get(c) for c in SCORE_COLUMNS)] for sub, m in s["by_subset"].items()],
             )
+        if s.get("refused"):
+            refused = ", ".join(f"{r}: {n}" for r, n in sorted(s["refused"].items()))
+            out += ["", f"Items refused (not scored): {refused}."]
+        if s.get("official"):
+            out += ["", f"### {name}: the benchmark's own metrics", ""]
+            official = s["official"]
+            figures = {k: v for k, v in official.items() if isinstance(v, (int, float))}
+            out += _table(list(figures), [list(figures.values())])
+            out += [f"- {d}" for d in official.get("deviations", [])]
     return "\n".join(out) + "\n"
 
 

@@ -3,10 +3,12 @@ category) and the ROC / confusion tables that `dvc plots` draws."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import polars as pl
+from tqdm import tqdm
 
 from safeforge import io
 from safeforge.judges.base import Judge
@@ -27,6 +29,28 @@ def predict(judge: Judge, items: pl.DataFrame, threshold: float) -> pl.DataFrame
     return pl.concat(
         [items.select("item_id", "label", "subset", "category"), out], how="horizontal"
     ).with_columns(pred_label=pl.Series(threshold_labels(out["p_unsafe"].to_numpy(), threshold)))
+
+
+def score_stream(
+    judge: Judge,
+    items: pl.DataFrame,
+    threshold: float,
+    batch_size: int,
+    prepare: Callable[[pl.DataFrame], pl.DataFrame] | None = None,
+    desc: str = "score",
+) -> pl.DataFrame:
+    """`predict` a batch at a time, `prepare` (the judge's inputs) included, so memory holds one
+    batch of images and features, however large the benchmark."""
+    if items.height == 0:
+        raise ValueError("no items to score: an empty benchmark is an error, not a score of 0")
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    parts = []
+    with tqdm(total=items.height, desc=desc, unit="item") as bar:
+        for chunk in items.iter_slices(batch_size):
+            parts.append(predict(judge, prepare(chunk) if prepare else chunk, threshold))
+            bar.update(chunk.height)
+    return pl.concat(parts)
 
 
 def evaluate(predictions: pl.DataFrame, threshold: float) -> dict[str, Any]:

@@ -1,0 +1,92 @@
+"""Scoring a saved judge on a benchmark read natively: its inputs, its metrics, the transfer score.
+
+The score stage and `safeforge bench score` both call `score_benchmark`, so the figures a PR
+shows in `dvc metrics diff` are the ones a user gets on the command line.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import polars as pl
+
+from safeforge.benchmarks.base import BenchmarkTable, get_adapter
+from safeforge.judges.base import Judge
+from safeforge.scoring.evaluate import evaluate, score_stream
+
+OWN_TEST = "own_test"  # the dataset's own test split: scored, never part of the transfer score
+
+
+def judge_inputs(
+    judge: Judge, columns: list[str], ocr_min_confidence: float | None, batch_size: int
+) -> Callable[[pl.DataFrame], pl.DataFrame] | None:
+    """What turns items with `columns` into the judge's inputs: nothing when they are there
+    (judges that read image and text, or the own split's precomputed features), else the
+    dataset's own features, made for each item. `ocr_min_confidence` None leaves OCR out."""
+    from safeforge.embeddings.features import EMB_COLUMNS
+
+    needed = set(judge.inputs) - set(columns)
+    if not needed:
+        return None
+    if not needed <= set(EMB_COLUMNS) or not {"image_path", "text"} <= set(columns):
+        raise ValueError(f"judge {judge.kind!r} needs {sorted(needed)}: scoring cannot make them")
+
+    from safeforge.cache import RowCache
+    from safeforge.embeddings.features import item_features
+    from safeforge.embeddings.text import TextEncoder
+    from safeforge.perception.nsfw import NsfwModel
+    from safeforge.perception.ocr import OcrReader
+
+    encoder, nsfw, cache = TextEncoder(), NsfwModel(), RowCache("perception")
+    reader = None if ocr_min_confidence is None else OcrReader(min_confidence=ocr_min_confidence)
+
+    def prepare(chunk: pl.DataFrame) -> pl.DataFrame:
+        features = item_features(chunk, encoder, nsfw, reader, cache, batch_size)
+        return chunk.hstack(features.drop("item_id"))
+
+    return prepare
+
+
+def score_benchmark(
+    judge: Judge,
+    table: BenchmarkTable,
+    spec: Mapping[str, Any],
+    threshold: float,
+    batch_size: int,
+    ocr_min_confidence: float | None,
+) -> tuple[pl.DataFrame, dict[str, Any]]:
+    """Predictions and metrics: overall, per subset, per category, and the benchmark's own
+    headline figures where its adapter defines them."""
+    prepare = judge_inputs(judge, table.items.columns, ocr_min_confidence, batch_size)
+    started = time.perf_counter()
+    predictions = score_stream(judge, table.items, threshold, batch_size, prepare, table.name)
+    seconds = time.perf_counter() - started
+    metrics: dict[str, Any] = {
+        "benchmark": table.name,
+        "judge": judge.kind,
+        **evaluate(predictions, threshold),
+        "refused": table.summary()["refused_by_reason"],
+        "unmapped_source_categories": dict(sorted(table.unmapped.items())),
+        "items_per_second": round(predictions.height / seconds, 2) if seconds > 0 else None,
+    }
+    official = None if spec["adapter"] == OWN_TEST else get_adapter(spec["adapter"]).official
+    if official is not None:
+        metrics["official"] = official(predictions, spec)
+    return predictions, metrics
+
+
+def transfer_score(scores: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
+    """Mean balanced accuracy over the external benchmarks scored (the own test split is not
+    one); None when there are none, rather than a number that means nothing."""
+    external = {
+        name: m["balanced_accuracy"]
+        for name, m in sorted(scores.items())
+        if name != OWN_TEST and m.get("balanced_accuracy") is not None
+    }
+    return {
+        "transfer_score": round(sum(external.values()) / len(external), 4) if external else None,
+        "transfer_benchmarks": sorted(external),
+        "by_benchmark": external,  # balanced accuracy of each
+    }
