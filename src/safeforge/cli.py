@@ -117,6 +117,7 @@ def cmd_bench_score(args: argparse.Namespace) -> int:
     """score a saved judge on a benchmark and print its metrics"""
     from safeforge.benchmarks.base import BenchmarkError
     from safeforge.judges.base import load_judge
+    from safeforge.report.card import SCORE_COLUMNS
     from safeforge.scoring.benchmark import score_benchmark
 
     cfg = _bench_config(args)
@@ -133,17 +134,8 @@ def cmd_bench_score(args: argparse.Namespace) -> int:
     )
     if args.predictions:
         io.write_parquet(args.predictions, predictions)
-    figures = (
-        "n",
-        "accuracy",
-        "balanced_accuracy",
-        "unsafe_f1",
-        "unsafe_judged_safe_rate",
-        "over_sensitivity_rate",
-        "auroc",
-    )
     lines = [f"{args.name}: {metrics['n']} items, judge {metrics['judge']}, threshold {threshold}"]
-    lines += [f"  {k:<24}{_num(metrics.get(k))}" for k in figures]
+    lines += [f"  {k:<24}{_num(metrics.get(k))}" for k in SCORE_COLUMNS]
     for subset, m in metrics["by_subset"].items():
         lines.append(
             f"  subset {subset:<17}n={m['n']} balanced_accuracy={_num(m.get('balanced_accuracy'))}"

@@ -149,7 +149,7 @@ def test_paths_out_of_the_root_are_refused(tmp_path: Path) -> None:
     [
         (lambda q: q["2"].pop("Rephrased Question(SD)"), "key '2': record lacks field 'Rephrased Question(SD)'"),
         (lambda q: q["1"].pop("Rephrased Question"), "key '1': record lacks field 'Rephrased Question'"),
-        (lambda q: q["10"].update({"Rephrased Question": None}), "key '10': 'Rephrased Question' is not a string"),
+        (lambda q: q["10"].update({"Rephrased Question": None}), "key '10': field 'Rephrased Question' is None, not a string"),
         (lambda q: q.__setitem__("0", "just text"), "key '0': record lacks field 'Rephrased Question(SD)'"),
     ],
     ids=["no-sd-question", "no-question", "null-question", "value-not-object"],

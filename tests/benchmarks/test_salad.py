@@ -149,7 +149,7 @@ def test_image_names_that_leave_the_root_are_refused(tmp_path: Path) -> None:
             "lacks field 'query'",
         ),
         (["just a string"], "record 0", "lacks field"),
-        ([{**own("Fine?", "Home", "a.jpg", "safe"), "image": None}], "record 0", "not text"),
+        ([{**own("Fine?", "Home", "a.jpg", "safe"), "image": None}], "record 0", "not a string"),
         ({"query": "Fine?"}, None, "expected a JSON list"),
     ],
 )

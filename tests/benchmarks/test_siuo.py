@@ -137,7 +137,7 @@ def test_missing_escaping_and_linked_images_are_refused_and_the_rest_load(tmp_pa
         (
             [own(1, "a.png"), own(2, "b.png"), {**own(3, "c.png"), "question": None}],
             "record 2",
-            "not text",
+            "not a string",
         ),
         (
             [own(1, "a.png"), {**own(2, "b.png"), "question_id": None}],

@@ -135,6 +135,23 @@ def field_of(record: Mapping[str, Any], key: str, path: Path, where: str | int) 
     return record[key]
 
 
+def text_field(record: Mapping[str, Any], key: str, path: Path, where: str | int) -> str:
+    """A field that must be a string: a null or a number there is a broken record, not text."""
+    value = field_of(record, key, path, where)
+    if not isinstance(value, str):
+        raise BenchmarkFormatError(path, where, f"field {key!r} is {value!r}, not a string")
+    return value
+
+
+def read_json_list(path: Path) -> list[Any]:
+    records = read_json(path)
+    if not isinstance(records, list):
+        raise BenchmarkFormatError(
+            path, None, f"expected a JSON list, got {type(records).__name__}"
+        )
+    return records
+
+
 # ---- images ----------------------------------------------------------------------------------
 def resolve_image(root: Path, relative: str | None) -> tuple[Path | None, str | None]:
     """The image's real path inside `root`, or (None, refusal reason)."""

@@ -22,10 +22,10 @@ from safeforge.benchmarks.base import (
     BenchmarkError,
     BenchmarkFormatError,
     RawItem,
-    field_of,
     join_image,
     read_json,
     register_adapter,
+    text_field,
 )
 
 
@@ -53,9 +53,7 @@ def read(root: Path, spec: Mapping[str, Any]) -> Iterator[RawItem]:
         for key in sorted(questions, key=_key_order):
             where = f"key {key!r}"
             for image_type, question_field in sorted(image_types.items()):
-                text = field_of(questions[key], question_field, path, where)
-                if not isinstance(text, str):
-                    raise BenchmarkFormatError(path, where, f"{question_field!r} is not a string")
+                text = text_field(questions[key], question_field, path, where)
                 yield RawItem(
                     item_id=f"{scenario}:{key}:{image_type}",
                     image=join_image(spec["images"], f"{scenario}/{image_type}/{key}.jpg"),

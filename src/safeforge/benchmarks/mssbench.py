@@ -26,23 +26,16 @@ from safeforge.benchmarks.base import (
     BenchmarkError,
     BenchmarkFormatError,
     RawItem,
-    field_of,
     join_image,
     read_json,
     register_adapter,
     require_file,
+    text_field,
 )
 
 log = logging.getLogger(__name__)
 PARTS = ("chat", "embodied")
 Run = tuple[str, str, list[tuple[str, str]]]  # safe image, unsafe image, text pairs
-
-
-def _string(entry: Mapping[str, Any], key: str, path: Path, where: str) -> str:
-    value = field_of(entry, key, path, where)
-    if not isinstance(value, str):
-        raise BenchmarkFormatError(path, where, f"{key!r} is {value!r}, not a string")
-    return value
 
 
 def _strings(entry: Mapping[str, Any], keys: tuple[str, ...], path: Path, where: str) -> list[str]:
@@ -71,15 +64,15 @@ def _runs(data: Mapping[str, Any], path: Path) -> Iterator[tuple[str, int, Run, 
     for i, entry in enumerate(data["chat"]):
         where = f"chat record {i}"
         images = (
-            _string(entry, "safe_image_path", path, where),
-            _string(entry, "unsafe_image_path", path, where),
+            text_field(entry, "safe_image_path", path, where),
+            text_field(entry, "unsafe_image_path", path, where),
         )
         queries = _strings(entry, ("queries",), path, where)
         yield "chat", i, (*images, [(q, q) for q in queries]), _category(entry, "Type")
 
     for i, entry in enumerate(data["embodied"]):
         where = f"embodied record {i}"
-        images = (_string(entry, "safe", path, where), _string(entry, "unsafe", path, where))
+        images = (text_field(entry, "safe", path, where), text_field(entry, "unsafe", path, where))
         safe = _strings(entry, ("safe_instructions", "safe_instruction"), path, where)
         unsafe = _strings(entry, ("unsafe_instructions", "unsafe_instruction"), path, where)
         if len(safe) != len(unsafe):

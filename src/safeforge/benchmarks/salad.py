@@ -20,39 +20,28 @@ from safeforge.benchmarks.base import (
     RawItem,
     field_of,
     join_image,
-    read_json,
+    read_json_list,
     register_adapter,
     require_file,
+    text_field,
 )
-
-
-def _text(record: Any, key: str, path: Path, where: str) -> str:
-    value = field_of(record, key, path, where)
-    if not isinstance(value, str):  # a null or a number here is a broken record, not text
-        raise BenchmarkFormatError(path, where, f"field {key!r} is {value!r}, not text")
-    return value
 
 
 @register_adapter("salad")
 def read(root: Path, spec: Mapping[str, Any]) -> Iterator[RawItem]:
     path = require_file(root, spec["annotations"], "SaLAD")
-    records = read_json(path)
-    if not isinstance(records, list):
-        raise BenchmarkFormatError(
-            path, None, f"expected a JSON list, got {type(records).__name__}"
-        )
-    for index, record in enumerate(records):
+    for index, record in enumerate(read_json_list(path)):
         where = f"record {index}"
         label = str(field_of(record, "safety type", path, where)).strip().lower()
         if label not in LABELS:
             raise BenchmarkFormatError(
                 path, where, f"'safety type' is {record['safety type']!r}, not safe or unsafe"
             )
-        category = _text(record, "category", path, where).strip()
+        category = text_field(record, "category", path, where).strip()
         yield {
             "item_id": str(index),
-            "image": join_image(spec["images"], _text(record, "image", path, where)),
-            "text": _text(record, "query", path, where),
+            "image": join_image(spec["images"], text_field(record, "image", path, where)),
+            "text": text_field(record, "query", path, where),
             "label": label,
             "subset": category,
             "source_category": category,

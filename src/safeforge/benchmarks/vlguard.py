@@ -8,9 +8,9 @@ Items are the paper's three test sets, as the authors' utils/utils.py `load_data
 an unsafe image (`safe` false) gives one item from its `instruction` (`<id>:unsafes`, subset
 `unsafes`); a safe image gives two, from its `safe_instruction` (`<id>:safe_safes`) and its
 `unsafe_instruction` (`<id>:safe_unsafes`). Labels come from spec["subsets"] (subset -> label).
-The source category is `harmful_category`, plus `/harmful_subcategory` when there is one, so the
-taxonomy map can prefer the finer key; "" when the record has none (the published safe images). Malformed records name
-"record N" (0-based index in the list) and the record's id.
+The source category is `harmful_category`, plus `/harmful_subcategory` when there is one, so
+the taxonomy map can prefer the finer key; "" when the record has none (the published safe
+images). Malformed records name "record N" (0-based index in the list) and the record's id.
 """
 
 from __future__ import annotations
@@ -24,9 +24,10 @@ from safeforge.benchmarks.base import (
     RawItem,
     field_of,
     join_image,
-    read_json,
+    read_json_list,
     register_adapter,
     require_file,
+    text_field,
 )
 
 # (subset, the instr-resp key that holds its instruction), by whether the image is safe
@@ -52,20 +53,16 @@ def _instruction(pairs: list[Any], key: str) -> str | None:
 @register_adapter("vlguard")
 def read(root: Path, spec: Mapping[str, Any]) -> Iterator[RawItem]:
     path = require_file(root, spec["annotations"], "VLGuard")
-    records = read_json(path)
-    if not isinstance(records, list):
-        raise BenchmarkFormatError(path, None, "expected a JSON list of image records")
+    records = read_json_list(path)
     labels: Mapping[str, str] = spec["subsets"]
     for n, record in enumerate(records):
         where = f"record {n}"
         rid = field_of(record, "id", path, where)
-        image = field_of(record, "image", path, where)
+        image = text_field(record, "image", path, where)
         safe = field_of(record, "safe", path, where)
         pairs = field_of(record, "instr-resp", path, where)
         if not isinstance(safe, bool):
             raise BenchmarkFormatError(path, where, f"id {rid!r}: `safe` is {safe!r}, not a bool")
-        if not isinstance(image, str):
-            raise BenchmarkFormatError(path, where, f"id {rid!r}: `image` is not a string")
         if not isinstance(pairs, list):
             raise BenchmarkFormatError(path, where, f"id {rid!r}: `instr-resp` is not a list")
         category = _source_category(record)  # absent on safe images in the published file
