@@ -9,7 +9,10 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-SHARED_SAMPLES = ROOT.parent / "shared" / "benchmarks" / "samples"
+# the team's shared folder: beside the checkout, or named by SAFEFORGE_SHARED (e.g. in CI)
+SHARED_SAMPLES = (
+    Path(os.environ.get("SAFEFORGE_SHARED", ROOT.parent / "shared")) / "benchmarks" / "samples"
+)
 
 
 def tracked_files() -> list[str]:
