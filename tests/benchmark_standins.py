@@ -38,6 +38,13 @@ def without_source(record: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in record.items() if k != "_source"}
 
 
+def write_json(path: Path, data: Any) -> Path:
+    """A benchmark's JSON file (or raw text, for malformed-file tests) at `path`."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(data if isinstance(data, str) else json.dumps(data, indent=2), encoding="utf-8")
+    return path
+
+
 _CONF: dict[str, Any] = {}
 
 
@@ -109,8 +116,7 @@ def _records(name: str, own: list[dict[str, Any]]) -> list[dict[str, Any]]:
 def siuo_folder(root: Path) -> Path:
     """A SIUO folder: data/siuo_gen.json (9 records, 9 categories), one stand-in image each."""
     records = _records("siuo", OWN_SIUO)
-    (root / "data").mkdir(parents=True, exist_ok=True)
-    (root / "data" / "siuo_gen.json").write_text(json.dumps(records), encoding="utf-8")
+    write_json(root / "data" / "siuo_gen.json", records)
     for i, r in enumerate(records):
         stand_in_image(root / "data" / "images" / r["image"], seed=i)
     return root
@@ -119,8 +125,7 @@ def siuo_folder(root: Path) -> Path:
 def vlguard_folder(root: Path) -> Path:
     """A VLGuard folder: data/test.json (4 safe and 5 unsafe images, so 13 judge items)."""
     records = _records("vlguard", OWN_VLGUARD)
-    (root / "data").mkdir(parents=True, exist_ok=True)
-    (root / "data" / "test.json").write_text(json.dumps(records), encoding="utf-8")
+    write_json(root / "data" / "test.json", records)
     for i, r in enumerate(records):
         stand_in_image(root / "data" / "test" / r["image"], seed=100 + i)
     return root

@@ -13,6 +13,7 @@ from benchmark_standins import (
     stand_in_image,
     taxonomy,
     without_source,
+    write_json,
 )
 
 from safeforge.benchmarks.base import (
@@ -42,11 +43,7 @@ def spec() -> dict[str, Any]:
 
 
 def write_data(root: Path, records: list[dict[str, Any]] | str) -> Path:
-    path = root / spec()["annotations"]
-    path.parent.mkdir(parents=True, exist_ok=True)
-    text = records if isinstance(records, str) else json.dumps(records, indent=4)
-    path.write_text(text, encoding="utf-8")
-    return path
+    return write_json(root / spec()["annotations"], records)
 
 
 def own(query: str, category: str, image: str, safety: str) -> dict[str, Any]:

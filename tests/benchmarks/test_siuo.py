@@ -13,6 +13,7 @@ from benchmark_standins import (
     stand_in_image,
     taxonomy,
     without_source,
+    write_json,
 )
 
 from safeforge.benchmarks.base import (
@@ -41,11 +42,7 @@ def spec() -> dict[str, Any]:
 
 
 def write_data(root: Path, records: list[dict[str, Any]] | str) -> Path:
-    path = root / spec()["annotations"]
-    path.parent.mkdir(parents=True, exist_ok=True)
-    text = records if isinstance(records, str) else json.dumps(records, indent=4)
-    path.write_text(text, encoding="utf-8")
-    return path
+    return write_json(root / spec()["annotations"], records)
 
 
 def own(question_id: int, image: str, category: str = "dangerous behavior") -> dict[str, Any]:
