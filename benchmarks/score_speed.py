@@ -8,6 +8,7 @@ row cache warm, with and without OCR. Ratios are against the cold run with OCR, 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import tempfile
@@ -18,7 +19,7 @@ import numpy as np
 import polars as pl
 from PIL import Image
 
-from safeforge.benchmarks.base import BenchmarkTable, load_benchmark
+from safeforge.benchmarks.base import load_benchmark
 from safeforge.config import compose
 from safeforge.judges.probe import ProbeConfig, ProbeJudge
 from safeforge.scoring.benchmark import score_benchmark
@@ -80,7 +81,7 @@ def main() -> None:
         print(f"{table.items.height} items over {n_images} images, batch {args.batch_size}")
         # model loading is excluded: one tiny warm-up run against a throwaway cache
         os.environ["SAFEFORGE_CACHE_DIR"] = str(Path(tmp) / "warmup")
-        warmup = BenchmarkTable("warmup", root, table.items.head(2), table.refused)
+        warmup = dataclasses.replace(table, items=table.items.head(2))
         score_benchmark(judge, warmup, spec, 0.5, args.batch_size, 0.6)
         baseline = None
         for ocr in (0.6, None):

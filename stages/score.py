@@ -18,11 +18,17 @@ from pathlib import Path
 
 import polars as pl
 
-from safeforge.benchmarks.base import REFUSED_SCHEMA, BenchmarkError, BenchmarkTable, load_benchmark
+from safeforge.benchmarks.base import (
+    OWN_TEST,
+    REFUSED_SCHEMA,
+    BenchmarkError,
+    BenchmarkTable,
+    load_benchmark,
+)
 from safeforge.config import stage_params
 from safeforge.judges.base import load_judge
 from safeforge.metrics import StageAccounting
-from safeforge.scoring.benchmark import OWN_TEST, score_benchmark
+from safeforge.scoring.benchmark import score_benchmark
 from safeforge.scoring.evaluate import write_plots
 from safeforge.stage import read_table, run, write_table
 

@@ -14,8 +14,7 @@ import sys
 from pathlib import Path
 
 from safeforge import config, io
-
-OWN_TEST = "own_test"  # the dataset's own split: a score-stage item, not a benchmark on disk
+from safeforge.benchmarks.base import OWN_TEST
 
 
 def cmd_params(args: argparse.Namespace) -> int:

@@ -13,6 +13,7 @@ import csv
 import json
 import logging
 import posixpath
+from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,6 +36,8 @@ ITEM_SCHEMA = {
 REFUSED_SCHEMA = {"item_id": pl.String, "image": pl.String, "reason": pl.String}
 LABELS = ("safe", "unsafe")
 UNSPECIFIED, UNMAPPED = "unspecified", "unmapped"
+# the dataset's own test split: scored like a benchmark, never part of the transfer score
+OWN_TEST = "own_test"
 
 
 class BenchmarkError(ValueError):
@@ -187,6 +190,7 @@ class BenchmarkTable:
     items: pl.DataFrame  # ITEM_SCHEMA, only rows that can be scored
     refused: pl.DataFrame  # REFUSED_SCHEMA: item_id, image as published, reason
     unmapped: dict[str, int] = field(default_factory=dict)  # source category -> items
+    adapter: str | None = None  # the adapter that read it; None for the own test split
 
     def summary(self) -> dict[str, Any]:
         def counts(df: pl.DataFrame, col: str) -> dict[str, int]:
@@ -293,9 +297,10 @@ def load_benchmark(
         pl.DataFrame(rows, schema=ITEM_SCHEMA),
         pl.DataFrame(refused, schema=REFUSED_SCHEMA),
         unmapped,
+        adapter.name,
     )
-    if table.refused.height:
-        log.warning("%s: refused %s", name, table.summary()["refused_by_reason"])
+    if refused:
+        log.warning("%s: refused %s", name, dict(Counter(r["reason"] for r in refused)))
     if unmapped:
         log.warning("%s: source categories not in the taxonomy map: %s", name, unmapped)
     return table

@@ -12,11 +12,9 @@ from typing import Any
 
 import polars as pl
 
-from safeforge.benchmarks.base import BenchmarkTable, get_adapter
+from safeforge.benchmarks.base import OWN_TEST, BenchmarkTable, get_adapter
 from safeforge.judges.base import Judge
 from safeforge.scoring.evaluate import evaluate, score_stream
-
-OWN_TEST = "own_test"  # the dataset's own test split: scored, never part of the transfer score
 
 
 def judge_inputs(
@@ -71,7 +69,7 @@ def score_benchmark(
         "unmapped_source_categories": dict(sorted(table.unmapped.items())),
         "items_per_second": round(predictions.height / seconds, 2) if seconds > 0 else None,
     }
-    official = None if spec["adapter"] == OWN_TEST else get_adapter(spec["adapter"]).official
+    official = get_adapter(table.adapter).official if table.adapter else None
     if official is not None:
         metrics["official"] = official(predictions, spec)
     return predictions, metrics
