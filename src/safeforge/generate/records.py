@@ -95,10 +95,8 @@ def build_records(
                 "generator": generator.model_id,
             }
             unsafe, benign = out["unsafe_query"], out["benign_query"]
-            rows.append(
-                _row(image, "unsafe", "unsafe", unsafe, out["unsafe_guidance"], sim, common)
-            )
-            rows.append(_row(image, "benign", "safe", benign, out["benign_guidance"], sim, common))
+            rows.append(row(image, "unsafe", "unsafe", unsafe, out["unsafe_guidance"], sim, common))
+            rows.append(row(image, "benign", "safe", benign, out["benign_guidance"], sim, common))
             if not (contrast_pairs and scenario.image_dependent):
                 continue
             other = _unrelated_image(images, fit, min_similarity, image["image_id"], scenario.id)
@@ -106,7 +104,7 @@ def build_records(
                 k, other_image = other
                 guidance = generator.contrast_guidance(other_image, scenario)
                 rows.append(
-                    _row(other_image, "contrast", "safe", unsafe, guidance, float(fit[k]), common)
+                    row(other_image, "contrast", "safe", unsafe, guidance, float(fit[k]), common)
                 )
     unfit = [images[i]["image_id"] for i, js in enumerate(chosen) if not js]
     records = (
@@ -120,7 +118,7 @@ def build_records(
     return unique, unfit
 
 
-def _row(
+def row(
     image: dict, query_type: str, label: str, query: str, guidance: str, sim: float, common: dict
 ) -> dict[str, Any]:
     return {

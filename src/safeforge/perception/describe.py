@@ -1,6 +1,7 @@
 """Per image: a description and perception signals (OCR text, NSFW score), through the row cache.
 
-Without a VLM configured, the description is the caption plus the text visible in the image.
+With a VLM configured (describe.vlm), it writes the description; without one, or where its reply
+is unusable twice, the description is the caption. Either way the text OCR reads is appended.
 The NSFW model's pooled features are cached with its score, so `embed` reuses this very call.
 """
 
@@ -81,12 +82,30 @@ def compose_description(caption: str, ocr_text: str) -> str:
     return " ".join(parts)
 
 
+def vlm_descriptions(images: pl.DataFrame, chat: Any) -> list[str | None]:
+    """The VLM's description of each image (a generate.chain.Chat), None where it failed."""
+    from safeforge.generate.chain import DESCRIBE_SCHEMA, Ask
+
+    asks = [
+        Ask(r["image_id"], {}, (r["path"],)) for r in images.select("image_id", "path").to_dicts()
+    ]
+    return [v and v["description"] for v in chat.ask("describe", asks, DESCRIBE_SCHEMA)]
+
+
 def describe(
-    images: pl.DataFrame, reader: Any, nsfw: Any, cache: RowCache, batch_size: int
+    images: pl.DataFrame,
+    reader: Any,
+    nsfw: Any,
+    cache: RowCache,
+    batch_size: int,
+    vlm_chat: Any = None,
 ) -> pl.DataFrame:
     ocr = ocr_cached(images, reader, cache)
     scores, _ = nsfw_cached(images, nsfw, cache, batch_size)
     ocr_text = [o["text"] for o in ocr]
+    captions = images["caption"].to_list()
+    by_vlm = vlm_descriptions(images, vlm_chat) if vlm_chat else [None] * images.height
+    vlm_name = vlm_chat and f"{vlm_chat.backend.model_id}+ocr"
     return pl.DataFrame(
         {
             "image_id": images["image_id"],
@@ -94,8 +113,9 @@ def describe(
             "ocr_text": ocr_text,
             "nsfw_score": scores.astype(np.float64),
             "description": [
-                compose_description(c, t) for c, t in zip(images["caption"], ocr_text, strict=False)
+                compose_description(v or c, t)
+                for v, c, t in zip(by_vlm, captions, ocr_text, strict=True)
             ],
-            "describer": "caption+ocr",
+            "describer": [vlm_name if v else "caption+ocr" for v in by_vlm],
         }
     )

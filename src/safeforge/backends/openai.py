@@ -1,0 +1,218 @@
+"""Any OpenAI-compatible chat server (`vllm serve`, `transformers serve`, hosted APIs) over HTTP.
+
+Requests run on a thread pool, at most `concurrency` in flight, each thread with its own
+`requests.Session` (keep-alive, and Session is not documented as thread-safe). Transient
+failures (429, 5xx, timeouts, dropped connections) are retried with exponential backoff; what
+still fails becomes `Reply(error=...)`, so one bad request never sinks a batch. The API key is
+read from the environment and only ever put in the Authorization header: never logged, never in
+an error, `repr()` or `identity()`.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+import os
+import random
+import threading
+import time
+from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import requests
+
+from safeforge.backends.base import (
+    Backend,
+    ChatRequest,
+    Reply,
+    Sampling,
+    image_data_url,
+    openai_messages,
+)
+
+log = logging.getLogger(__name__)
+
+_RETRY_STATUS = {429, 500, 502, 503, 504}
+_MAX_SLEEP_S = 30.0
+
+
+class _Retryable(Exception):
+    """A failure worth another try; `wait_s` is the server's Retry-After, if it gave one."""
+
+    def __init__(self, reason: str, wait_s: float | None = None) -> None:
+        super().__init__(reason)
+        self.reason, self.wait_s = reason, wait_s
+
+
+class OpenAIBackend(Backend):
+    name = "openai"
+
+    def __init__(
+        self,
+        model: str,
+        revision: str = "main",
+        base_url: str = "http://127.0.0.1:8000/v1",
+        api_key_env: str | None = None,
+        concurrency: int = 8,
+        timeout_s: float = 120.0,
+        max_retries: int = 4,
+        json_schema: bool = True,
+        images: bool = True,
+        sampling: Sampling | None = None,
+        backoff_s: float = 0.5,
+    ) -> None:
+        if concurrency < 1 or max_retries < 0:
+            raise ValueError(
+                f"need concurrency >= 1, max_retries >= 0: {concurrency}, {max_retries}"
+            )
+        self.model_id, self.revision = model, revision
+        self.url = base_url.rstrip("/") + "/chat/completions"
+        self.concurrency, self.timeout_s, self.max_retries = concurrency, timeout_s, max_retries
+        self.send_schema, self.supports_images = json_schema, images
+        self.default_sampling = sampling or Sampling()
+        self.backoff_s = backoff_s
+        self._key: str | None = None
+        if api_key_env is not None:
+            self._key = os.environ.get(api_key_env) or None
+            if self._key is None:  # name the variable, never a value
+                raise ValueError(
+                    f"api_key_env: environment variable {api_key_env} is not set "
+                    "(set it, or use api_key_env: null for a server without a key)"
+                )
+        self._local = threading.local()
+        self._sessions: list[requests.Session] = []
+        self._pool: ThreadPoolExecutor | None = None
+
+    @classmethod
+    def from_params(cls, params: Mapping[str, Any]) -> OpenAIBackend:
+        known = set(inspect.signature(cls).parameters) | {"backend"}
+        unknown = set(params) - known
+        if unknown:
+            raise KeyError(
+                f"openai backend: unknown keys {sorted(unknown)} (known: {sorted(known)})"
+            )
+        if "model" not in params:
+            raise KeyError("openai backend: 'model' (the server's model name) is required")
+        kwargs = {k: v for k, v in params.items() if k != "backend"}
+        kwargs["sampling"] = Sampling.from_params(params.get("sampling") or {})
+        return cls(**kwargs)
+
+    def __repr__(self) -> str:
+        return f"OpenAIBackend(model={self.model_id!r}, url={self.url!r}, concurrency={self.concurrency})"
+
+    def complete(self, requests: Sequence[ChatRequest]) -> list[Reply]:
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(self.concurrency, thread_name_prefix="openai")
+        return list(self._pool.map(self._complete_one, requests))  # map keeps request order
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown()
+            self._pool = None
+        for session in self._sessions:
+            session.close()
+        self._sessions.clear()
+
+    def _session(self) -> requests.Session:
+        session = getattr(self._local, "session", None)
+        if session is None:
+            session = self._local.session = requests.Session()
+            if self._key:
+                session.headers["Authorization"] = f"Bearer {self._key}"
+            self._sessions.append(session)
+        return session
+
+    def _payload(self, request: ChatRequest) -> dict[str, Any]:
+        parts = [
+            {"type": "image_url", "image_url": {"url": image_data_url(p)}} for p in request.images
+        ]
+        s = request.sampling
+        body = {
+            "model": self.model_id,
+            "messages": openai_messages(request, parts),
+            "max_tokens": s.max_tokens,
+            "temperature": s.temperature,
+            "top_p": s.top_p,
+            "seed": s.seed,
+        }
+        if self.send_schema and request.json_schema is not None:
+            schema = {"name": "reply", "schema": dict(request.json_schema), "strict": True}
+            body["response_format"] = {"type": "json_schema", "json_schema": schema}
+        return body
+
+    def _complete_one(self, request: ChatRequest) -> Reply:
+        if request.images and not self.supports_images:
+            return _error(f"model {self.model_id} takes no images (images: false)")
+        try:
+            body = self._payload(request)
+        except OSError as exc:  # an unreadable image fails this request, not the batch
+            return _error(self._redact(f"cannot read image: {exc}"))
+        for attempt in range(self.max_retries + 1):
+            try:
+                return self._post(body)
+            except _Retryable as exc:
+                failure = exc
+            if attempt == self.max_retries:
+                break
+            # exponential backoff; the jitter keeps a batch's retries from arriving in lockstep
+            backoff = min(_MAX_SLEEP_S, self.backoff_s * 2**attempt) * random.uniform(0.5, 1)
+            wait = backoff if failure.wait_s is None else min(_MAX_SLEEP_S, failure.wait_s)
+            log.warning(
+                "%s; retry %d/%d in %.2fs", failure.reason, attempt + 1, self.max_retries, wait
+            )
+            time.sleep(wait)
+        reason = f"{failure.reason} after {self.max_retries + 1} attempts"
+        log.warning("giving up: %s", reason)
+        return _error(self._redact(reason))
+
+    def _post(self, body: dict[str, Any]) -> Reply:
+        try:
+            response = self._session().post(self.url, json=body, timeout=self.timeout_s)
+        except (requests.Timeout, requests.ConnectionError) as exc:
+            # a body read that times out arrives as a ConnectionError("Read timed out")
+            if isinstance(exc, requests.Timeout) or "Read timed out" in str(exc):
+                raise _Retryable(f"timeout ({self.timeout_s:g} s)") from exc
+            raise _Retryable(_connection_reason(exc)) from exc
+        except requests.exceptions.ChunkedEncodingError as exc:
+            raise _Retryable("connection closed in the middle of the reply") from exc
+        if response.status_code in _RETRY_STATUS:
+            raise _Retryable(f"HTTP {response.status_code}", _retry_after(response))
+        if response.status_code >= 400:  # a bad request stays bad: no retry
+            return _error(self._redact(f"HTTP {response.status_code}: {response.text[:200]}"))
+        try:
+            data = response.json()
+        except ValueError:
+            kind = response.headers.get("content-type", "no content-type")
+            return _error(f"reply is not JSON (HTTP {response.status_code}, {kind})")
+        try:
+            choice = data["choices"][0]
+            text = choice["message"]["content"]
+        except (KeyError, IndexError, TypeError):
+            return _error("reply has no choices[0].message.content")
+        return Reply(text=text or "", finish_reason=choice.get("finish_reason") or "stop")
+
+    def _redact(self, text: str) -> str:
+        """A server may echo the Authorization header back in an error body: never pass it on."""
+        return text.replace(self._key, "***") if self._key else text
+
+
+def _error(reason: str) -> Reply:
+    return Reply(text="", finish_reason="error", error=reason)
+
+
+def _retry_after(response: requests.Response) -> float | None:
+    try:  # the seconds form only; an HTTP-date falls back to our own backoff
+        return max(0.0, float(response.headers["Retry-After"]))
+    except (KeyError, ValueError):
+        return None
+
+
+def _connection_reason(exc: requests.ConnectionError) -> str:
+    # short and URL-free (a base_url may carry credentials); urllib3 hides the cause in the text
+    text = str(exc)
+    if "RemoteDisconnected" in text or "Connection aborted" in text or "reset" in text:
+        return "connection closed without a reply"
+    if "refused" in text.lower():
+        return "connection refused"
+    return f"connection error ({type(exc).__name__})"

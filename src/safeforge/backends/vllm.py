@@ -1,0 +1,204 @@
+"""In-process batched generation with vLLM's offline `LLM.chat` (extra `[gpu]`, needs a CUDA GPU).
+
+API followed: vLLM's "latest" docs (docs.vllm.ai/en/latest as of 2026-09; newest release 0.33.0):
+- api/vllm/entrypoints/llm: `LLM(model, *, tokenizer, trust_remote_code, tensor_parallel_size,
+  dtype, revision, seed, gpu_memory_utilization, **EngineArgs)`, where EngineArgs takes
+  `max_model_len` and `limit_mm_per_prompt={"image": n}`. `LLM.chat(messages, sampling_params,
+  use_tqdm, ...)`: `messages` is a list of conversations; `sampling_params` is one SamplingParams
+  or a list "paired one by one with the prompt"; outputs come back in input order.
+- features/multimodal_inputs: chat content parts are OpenAI-style; an `image_url` part may carry a
+  `data:image/...;base64,` URL.
+- features/structured_outputs: `SamplingParams(structured_outputs=StructuredOutputsParams(json=
+  schema))` from `vllm.sampling_params`; the old `guided_decoding=GuidedDecodingParams(json=...)`
+  was removed in v0.12.0 and is only a fallback for older installs.
+- outputs: `RequestOutput.outputs[0]` has `.text` and `.finish_reason` ("stop" | "length" | ...).
+"""
+
+from __future__ import annotations
+
+import gc
+import json
+import logging
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, ClassVar, cast
+
+from safeforge.backends.base import (
+    Backend,
+    ChatRequest,
+    Reply,
+    Sampling,
+    image_data_url,
+    openai_messages,
+)
+
+log = logging.getLogger(__name__)
+Prepared = tuple[list[dict], Any]  # a request's conversation and its vLLM SamplingParams
+
+INSTALL_HINT = "vLLM is not installed: pip install 'safeforge[gpu]' (vLLM needs a CUDA GPU)"
+DEFAULTS: dict[str, Any] = {
+    "backend": "vllm",
+    "model": "Qwen/Qwen2.5-VL-7B-Instruct",
+    "revision": None,
+    "dtype": "auto",
+    "tensor_parallel_size": 1,
+    "gpu_memory_utilization": 0.9,
+    "max_model_len": 8192,
+    "max_images_per_prompt": 1,
+    "trust_remote_code": False,  # never run a model repo's code unasked
+    "batch_size": 256,
+    "images": True,
+    "sampling": {},
+}
+
+
+def build_conversation(request: ChatRequest) -> list[dict]:
+    """OpenAI-style messages; images ride as data URLs, which LLM.chat decodes in-process."""
+    parts = [{"type": "image_url", "image_url": {"url": image_data_url(p)}} for p in request.images]
+    return openai_messages(request, parts)
+
+
+def sampling_kwargs(sampling: Sampling, json_schema: Mapping[str, Any] | None) -> dict[str, Any]:
+    """SamplingParams keyword arguments; the schema stays a plain dict under `json_schema`,
+    turned into vLLM's structured-output object only by `make_sampling_params`."""
+    greedy = sampling.temperature <= 0
+    kwargs: dict[str, Any] = {
+        "max_tokens": sampling.max_tokens,
+        "temperature": 0.0 if greedy else sampling.temperature,
+        "top_p": 1.0 if greedy else sampling.top_p,
+        # a seed means nothing to greedy decoding and would put the request on vLLM's slower
+        # per-request-generator path
+        "seed": None if greedy else sampling.seed,
+    }
+    if json_schema is not None:
+        # a deep copy of plain dicts and lists: vLLM serialises the schema for its grammar backend
+        kwargs["json_schema"] = json.loads(json.dumps(json_schema, default=dict))
+    return kwargs
+
+
+def structured_json(schema: Mapping[str, Any]) -> dict[str, Any]:
+    """The SamplingParams keyword that constrains decoding to `schema`, for new or old vLLM."""
+    try:
+        from vllm.sampling_params import StructuredOutputsParams
+    except ImportError:  # vLLM before StructuredOutputsParams existed
+        from vllm.sampling_params import GuidedDecodingParams
+
+        return {"guided_decoding": GuidedDecodingParams(json=schema)}
+    return {"structured_outputs": StructuredOutputsParams(json=schema)}
+
+
+def make_sampling_params(kwargs: Mapping[str, Any]) -> Any:
+    from vllm import SamplingParams
+
+    kwargs = dict(kwargs)
+    schema = kwargs.pop("json_schema", None)
+    return SamplingParams(**kwargs, **(structured_json(schema) if schema is not None else {}))
+
+
+def error_reply(exc: BaseException) -> Reply:
+    return Reply("", "error", f"{type(exc).__name__}: {exc}")
+
+
+def parse_output(request_output: Any) -> Reply:
+    outputs = getattr(request_output, "outputs", None)
+    if not outputs:
+        return Reply("", "error", "vLLM returned no output")
+    text, finish = outputs[0].text, outputs[0].finish_reason
+    if text is None:
+        return Reply("", "error", f"vLLM returned no text (finish_reason={finish!r})")
+    if finish in ("stop", "length"):
+        return Reply(text, finish)
+    return Reply(text, "error", f"vLLM finish_reason={finish!r}")  # e.g. "abort"
+
+
+class VLLMBackend(Backend):
+    name: ClassVar[str] = "vllm"
+
+    def __init__(self, params: Mapping[str, Any], *, load: bool = True) -> None:
+        unknown = set(params) - set(DEFAULTS)
+        if unknown:
+            raise KeyError(f"vllm: unknown keys {sorted(unknown)} (known: {sorted(DEFAULTS)})")
+        self.params = {**DEFAULTS, **params}
+        self.model_id = str(self.params["model"])
+        self.revision = str(self.params["revision"] or "")  # "" = whatever the hub/folder holds
+        self.supports_images = bool(self.params["images"])
+        self.batch_size = int(self.params["batch_size"])
+        self.default_sampling = Sampling.from_params(self.params["sampling"] or {})
+        # the engine and the SamplingParams factory are attributes so tests can stand in for them
+        self._llm: Any = None
+        self._make_sampling: Callable[[Mapping[str, Any]], Any] = make_sampling_params
+        if load:
+            self._load()
+
+    @classmethod
+    def from_params(cls, params: Mapping[str, Any]) -> VLLMBackend:
+        return cls(params)
+
+    def _load(self) -> None:
+        try:
+            from vllm import LLM
+        except ImportError as exc:
+            raise ImportError(INSTALL_HINT) from exc
+        p = self.params
+        # vLLM refuses limit_mm_per_prompt for a text-only model, so it goes only with images
+        max_images = int(p["max_images_per_prompt"])
+        mm = {"limit_mm_per_prompt": {"image": max_images}} if self.supports_images else {}
+        self._llm = LLM(
+            model=self.model_id,
+            revision=p["revision"],
+            dtype=p["dtype"],
+            trust_remote_code=bool(p["trust_remote_code"]),
+            tensor_parallel_size=int(p["tensor_parallel_size"]),
+            gpu_memory_utilization=float(p["gpu_memory_utilization"]),
+            max_model_len=int(p["max_model_len"]),
+            seed=self.default_sampling.seed,
+            **mm,
+        )
+
+    def complete(self, requests: Sequence[ChatRequest]) -> list[Reply]:
+        replies: list[Reply] = []
+        for start in range(0, len(requests), self.batch_size):
+            replies += self._complete_chunk(requests[start : start + self.batch_size])
+        return replies
+
+    def _complete_chunk(self, chunk: Sequence[ChatRequest]) -> list[Reply]:
+        # a chunk at a time: only batch_size requests' images are held as base64 in memory
+        replies: list[Reply | None] = [None] * len(chunk)
+        ready: list[tuple[int, Prepared]] = []
+        for i, request in enumerate(chunk):
+            try:  # an unreadable image or a refused request fails here, alone
+                ready.append((i, self._prepare(request)))
+            except Exception as exc:
+                replies[i] = error_reply(exc)
+        for (i, _), reply in zip(ready, self._chat([p for _, p in ready]), strict=True):
+            replies[i] = reply
+        return cast(list[Reply], replies)  # every slot is filled: failed to prepare, or ran
+
+    def _prepare(self, request: ChatRequest) -> Prepared:
+        if request.images and not self.supports_images:
+            raise ValueError(f"{self.model_id} is configured as text-only (images: false)")
+        if len(request.images) > int(self.params["max_images_per_prompt"]):
+            raise ValueError(f"{len(request.images)} images > max_images_per_prompt")
+        kwargs = sampling_kwargs(request.sampling, request.json_schema)
+        return build_conversation(request), self._make_sampling(kwargs)
+
+    def _chat(self, prepared: list[Prepared]) -> list[Reply]:
+        if not prepared:
+            return []
+        try:
+            outputs = self._llm.chat(
+                [conversation for conversation, _ in prepared],
+                sampling_params=[params for _, params in prepared],  # paired one by one
+                use_tqdm=False,
+            )
+            if len(outputs) != len(prepared):
+                raise RuntimeError(f"vLLM returned {len(outputs)} outputs for {len(prepared)}")
+            return [parse_output(o) for o in outputs]
+        except Exception as exc:  # one request the engine rejects (prompt too long) fails all
+            if len(prepared) == 1:
+                return [error_reply(exc)]
+            log.warning("vLLM batch of %d failed (%s); retrying one at a time", len(prepared), exc)
+            return [self._chat([one])[0] for one in prepared]
+
+    def close(self) -> None:
+        self._llm = None  # vLLM shuts its engine down and frees GPU memory once collected
+        gc.collect()

