@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-import tempfile
 import time
 from contextlib import ExitStack
 from pathlib import Path
@@ -46,12 +45,14 @@ def main() -> None:
     parser.add_argument("--transformers-serve", action="store_true")
     args = parser.parse_args()
     sys.path.insert(0, str(ROOT / "tests" / "backends"))
-    from chat_server import chat_server, save_smollm2, transformers_serve
+    from chat_server import chat_server, transformers_serve
 
     with ExitStack() as stack:
         if args.transformers_serve:
             n, levels = args.requests or 8, args.concurrency or [1, 4]
-            folder = save_smollm2(Path(stack.enter_context(tempfile.TemporaryDirectory())) / "m")
+            from safeforge.backends.hf import packaged_model_folder
+
+            folder = packaged_model_folder("smollm2")
             url, model = stack.enter_context(transformers_serve(folder)), str(folder)
             sampling, label = Sampling(max_tokens=16), "transformers serve, SmolLM2-135M on CPU"
         else:

