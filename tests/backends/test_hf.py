@@ -93,3 +93,19 @@ def test_config_errors_name_the_problem(tmp_path) -> None:
         make_backend({"backend": "hf", "model": "smollm2", "temprature": 0.1})
     with pytest.raises(ValueError, match="choose one of"):
         make_backend({"backend": "llamacpp"})
+
+
+def test_a_fully_cached_rerun_never_loads_the_model(smollm2_folder: Path, tmp_path) -> None:
+    from safeforge.cache import RowCache
+    from safeforge.config import compose
+    from safeforge.generate.chain import DESCRIBE_SCHEMA, Ask, Chat, Prompts
+
+    prompts = Prompts.from_params(compose()["prompts"])
+    asks = [Ask("a", {}), Ask("b", {})]
+    replies = []
+    for _ in range(2):
+        backend = make_backend({"backend": "hf", "model": "smollm2"})
+        chat = Chat(backend, prompts, RowCache("t", tmp_path), Sampling(max_tokens=6), 4)
+        replies.append(chat.ask("describe", asks, DESCRIBE_SCHEMA))
+    assert backend.model is None  # the second backend answered everything from the cache
+    assert replies[0] == replies[1]

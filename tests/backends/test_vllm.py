@@ -239,11 +239,11 @@ def stub_vllm(monkeypatch: pytest.MonkeyPatch, *, new_api: bool) -> dict[str, An
 
 def test_engine_arguments(monkeypatch: pytest.MonkeyPatch) -> None:
     seen = stub_vllm(monkeypatch, new_api=True)
-    VLLMBackend({"model": "org/vlm", "max_images_per_prompt": 2})
+    VLLMBackend({"model": "org/vlm", "max_images_per_prompt": 2})._load()  # as on first use
     assert seen["llm"]["model"] == "org/vlm" and seen["llm"]["trust_remote_code"] is False
     assert seen["llm"]["limit_mm_per_prompt"] == {"image": 2}
     seen = stub_vllm(monkeypatch, new_api=True)
-    VLLMBackend({"model": "org/llm", "images": False})
+    VLLMBackend({"model": "org/llm", "images": False})._load()
     assert "limit_mm_per_prompt" not in seen["llm"]  # vLLM refuses it for text-only models
 
 

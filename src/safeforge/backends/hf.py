@@ -108,19 +108,23 @@ class HFBackend(Backend):
         self.device = (
             ("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device
         )
-        kwargs = {"trust_remote_code": trust_remote_code, "dtype": dtype}
-        if images:
+        self._folder, self._dtype, self._trust = folder, dtype, trust_remote_code
+        self.model: Any = None  # loaded on the first request: a cached rerun never loads it
+
+    def _load(self) -> None:
+        kwargs = {"trust_remote_code": self._trust, "dtype": self._dtype}
+        if self.supports_images:
             from transformers import AutoModelForImageTextToText, AutoProcessor
 
-            self.processor = AutoProcessor.from_pretrained(folder, **kwargs)
+            self.processor = AutoProcessor.from_pretrained(self._folder, **kwargs)
             self.tokenizer = self.processor.tokenizer
-            self.model = AutoModelForImageTextToText.from_pretrained(folder, **kwargs)
+            self.model = AutoModelForImageTextToText.from_pretrained(self._folder, **kwargs)
         else:
             from transformers import AutoModelForCausalLM, AutoTokenizer
 
             self.processor = None
-            self.tokenizer = AutoTokenizer.from_pretrained(folder, **kwargs)
-            self.model = AutoModelForCausalLM.from_pretrained(folder, **kwargs)
+            self.tokenizer = AutoTokenizer.from_pretrained(self._folder, **kwargs)
+            self.model = AutoModelForCausalLM.from_pretrained(self._folder, **kwargs)
         self.tokenizer.padding_side = "left"  # decoder-only batches pad on the left
         if self.tokenizer.pad_token is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
@@ -135,6 +139,8 @@ class HFBackend(Backend):
         return cls(**kwargs, sampling=Sampling.from_params(params.get("sampling") or {}))
 
     def complete(self, requests: Sequence[ChatRequest]) -> list[Reply]:
+        if self.model is None:
+            self._load()
         replies: list[Reply | None] = [None] * len(requests)
         groups: dict[tuple, list[int]] = {}
         for i, request in enumerate(requests):

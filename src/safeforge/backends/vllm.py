@@ -17,8 +17,10 @@ API followed: vLLM's "latest" docs (docs.vllm.ai/en/latest as of 2026-09; newest
 from __future__ import annotations
 
 import gc
+import importlib.util
 import json
 import logging
+import sys
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, ClassVar, cast
 
@@ -126,8 +128,10 @@ class VLLMBackend(Backend):
         # the engine and the SamplingParams factory are attributes so tests can stand in for them
         self._llm: Any = None
         self._make_sampling: Callable[[Mapping[str, Any]], Any] = make_sampling_params
-        if load:
-            self._load()
+        # fail now if vLLM is missing, but start the engine (minutes) only when a request
+        # misses the row cache: a fully cached rerun never loads the model
+        if load and "vllm" not in sys.modules and importlib.util.find_spec("vllm") is None:
+            raise ImportError(INSTALL_HINT)
 
     @classmethod
     def from_params(cls, params: Mapping[str, Any]) -> VLLMBackend:
@@ -155,6 +159,8 @@ class VLLMBackend(Backend):
         )
 
     def complete(self, requests: Sequence[ChatRequest]) -> list[Reply]:
+        if self._llm is None:
+            self._load()
         replies: list[Reply] = []
         for start in range(0, len(requests), self.batch_size):
             replies += self._complete_chunk(requests[start : start + self.batch_size])
