@@ -58,6 +58,8 @@ class ScriptedModel(Backend):
             unsafe = (
                 "Can I feed him grapes?" if "kitten" in prompt else "Can I give this to my toddler?"
             )
+            if "Be brief." in prompt:
+                unsafe = unsafe.replace("Can I", "May I")
             if "refuses" in prompt:
                 unsafe = "I'm sorry, but I can't write that."
             return _json(
@@ -171,25 +173,20 @@ def test_editing_one_prompt_regenerates_that_step_and_the_steps_after_it(tmp_pat
     images = [image("coffee", tmp_path, "a cup of coffee"), image("cat", tmp_path, "a kitten")]
     run(images, prompts, tmp_path)
 
-    guidance_edit = Prompts(
-        prompts.version,
-        prompts.system,
-        {**prompts.templates, "guidance": prompts.templates["guidance"] + " Be brief."},
-    )
     model = ScriptedModel()
-    run(images, guidance_edit, tmp_path, model=model)
+    run(images, edited(prompts, "guidance"), tmp_path, model=model)
     assert model.calls == Counter({"unsafe_guidance": 2})
 
-    queries_edit = Prompts(
-        prompts.version,
-        prompts.system,
-        {**prompts.templates, "queries": prompts.templates["queries"] + " Be brief."},
-    )
     model = ScriptedModel()
-    run(images, queries_edit, tmp_path, model=model)
-    # queries feed guidance and contrast (whose inputs, the replies, are unchanged here: the
-    # scripted model answers the same, so they are cache hits; a real model's would differ)
-    assert model.calls["unsafe_query"] == 2 and model.calls["risks"] == 0
+    run(images, edited(prompts, "queries"), tmp_path, model=model)
+    # new queries (the scripted model words them differently when asked to be brief) feed
+    # guidance and contrast, which are asked again; analyse is not
+    assert model.calls == Counter({"unsafe_query": 2, "unsafe_guidance": 2, "harmless": 2})
+
+
+def edited(prompts: Prompts, step: str) -> Prompts:
+    templates = {**prompts.templates, step: prompts.templates[step] + " Be brief."}
+    return Prompts(prompts.version, prompts.system, templates)
 
 
 def test_prompts_name_the_step_and_placeholder_that_is_wrong() -> None:

@@ -13,7 +13,7 @@ import base64
 import hashlib
 import mimetypes
 from abc import ABC, abstractmethod
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
@@ -28,11 +28,7 @@ class Sampling:
 
     @classmethod
     def from_params(cls, params: Mapping[str, Any]) -> Sampling:
-        unknown = set(params) - set(cls.__dataclass_fields__)
-        if unknown:
-            raise KeyError(
-                f"sampling: unknown keys {sorted(unknown)} (known: {sorted(cls.__dataclass_fields__)})"
-            )
+        check_keys("sampling", params, cls.__dataclass_fields__)
         return cls(**params)
 
 
@@ -82,6 +78,13 @@ class Backend(ABC):
 
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release GPU memory, connections, worker threads."""
+
+
+def check_keys(where: str, params: Mapping[str, Any], known: Iterable[str]) -> None:
+    """A misspelt config key fails loudly, naming it and the keys that exist."""
+    unknown = set(params) - set(known)
+    if unknown:
+        raise KeyError(f"{where}: unknown keys {sorted(unknown)} (known: {sorted(known)})")
 
 
 def file_sha256(path: str | Path) -> str:

@@ -24,7 +24,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from safeforge.backends.base import Backend, ChatRequest, Reply, Sampling
+from safeforge.backends.base import Backend, ChatRequest, Reply, Sampling, check_keys
 from safeforge.cache import default_cache_dir
 
 log = logging.getLogger(__name__)
@@ -132,9 +132,7 @@ class HFBackend(Backend):
 
     @classmethod
     def from_params(cls, params: Mapping[str, Any]) -> HFBackend:
-        unknown = set(params) - KEYS
-        if unknown:
-            raise KeyError(f"hf backend: unknown keys {sorted(unknown)} (known: {sorted(KEYS)})")
+        check_keys("hf backend", params, KEYS)
         kwargs = {k: v for k, v in params.items() if k not in ("backend", "sampling")}
         return cls(**kwargs, sampling=Sampling.from_params(params.get("sampling") or {}))
 

@@ -27,6 +27,7 @@ from safeforge.backends.base import (
     ChatRequest,
     Reply,
     Sampling,
+    check_keys,
     image_data_url,
     openai_messages,
 )
@@ -87,11 +88,7 @@ class OpenAIBackend(Backend):
     @classmethod
     def from_params(cls, params: Mapping[str, Any]) -> OpenAIBackend:
         known = set(inspect.signature(cls).parameters) | {"backend"}
-        unknown = set(params) - known
-        if unknown:
-            raise KeyError(
-                f"openai backend: unknown keys {sorted(unknown)} (known: {sorted(known)})"
-            )
+        check_keys("openai backend", params, known)
         if "model" not in params:
             raise KeyError("openai backend: 'model' (the server's model name) is required")
         kwargs = {k: v for k, v in params.items() if k != "backend"}

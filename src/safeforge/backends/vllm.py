@@ -29,6 +29,7 @@ from safeforge.backends.base import (
     ChatRequest,
     Reply,
     Sampling,
+    check_keys,
     image_data_url,
     openai_messages,
 )
@@ -116,9 +117,7 @@ class VLLMBackend(Backend):
     name: ClassVar[str] = "vllm"
 
     def __init__(self, params: Mapping[str, Any], *, load: bool = True) -> None:
-        unknown = set(params) - set(DEFAULTS)
-        if unknown:
-            raise KeyError(f"vllm: unknown keys {sorted(unknown)} (known: {sorted(DEFAULTS)})")
+        check_keys("vllm", params, DEFAULTS)
         self.params = {**DEFAULTS, **params}
         self.model_id = str(self.params["model"])
         self.revision = str(self.params["revision"] or "")  # "" = whatever the hub/folder holds
