@@ -10,13 +10,16 @@ batch of 10,000 survives one timeout. Parsing and validating replies is the call
 from __future__ import annotations
 
 import base64
-import hashlib
+import functools
 import mimetypes
+import os
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
+
+from safeforge.io import sha256_file
 
 
 @dataclass(frozen=True)
@@ -88,11 +91,14 @@ def check_keys(where: str, params: Mapping[str, Any], known: Iterable[str]) -> N
 
 
 def file_sha256(path: str | Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+    """Content hash of an image, computed once per file version: every chain step keys on it."""
+    stat = os.stat(path)
+    return _sha256(str(path), stat.st_mtime_ns, stat.st_size)
+
+
+@functools.lru_cache(maxsize=1 << 16)
+def _sha256(path: str, mtime_ns: int, size: int) -> str:
+    return sha256_file(path)
 
 
 def image_data_url(path: str | Path) -> str:
