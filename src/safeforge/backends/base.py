@@ -62,6 +62,13 @@ class Reply:
     def ok(self) -> bool:
         return self.error is None
 
+    @classmethod
+    def failed(cls, why: str | BaseException) -> Reply:
+        """The reply for a request that got no answer; an exception is named with its type."""
+        if isinstance(why, BaseException):
+            why = f"{type(why).__name__}: {why}"
+        return cls("", "error", why)
+
 
 class Backend(ABC):
     """Subclasses set `name`, `model_id` and `revision` and implement `complete`."""
@@ -107,12 +114,15 @@ def image_data_url(path: str | Path) -> str:
     return f"data:{mime};base64,{base64.b64encode(Path(path).read_bytes()).decode('ascii')}"
 
 
-def openai_messages(request: ChatRequest, image_parts: Sequence[dict[str, Any]]) -> list[dict]:
-    """The request's messages with `image_parts` put before the text of the last user message,
-    in OpenAI's content-list form (what vLLM's chat API and servers accept)."""
+def openai_messages(request: ChatRequest) -> list[dict]:
+    """The request's messages with its images, as data-URL `image_url` parts, put before the
+    text of the last user message: OpenAI's content-list form (servers and vLLM's chat API)."""
     messages = [dict(m) for m in request.messages]
-    if not image_parts:
+    if not request.images:
         return messages
+    image_parts = [
+        {"type": "image_url", "image_url": {"url": image_data_url(p)}} for p in request.images
+    ]
     last_user = max(i for i, m in enumerate(messages) if m["role"] == "user")
     text = messages[last_user]["content"]
     messages[last_user]["content"] = [*image_parts, {"type": "text", "text": text}]

@@ -160,7 +160,7 @@ class HFBackend(Backend):
         try:
             return self._generate([request])[0]
         except Exception as err:
-            return Reply("", "error", f"{type(err).__name__}: {err}")
+            return Reply.failed(err)
 
     def _generate(self, requests: Sequence[ChatRequest]) -> list[Reply]:
         import torch

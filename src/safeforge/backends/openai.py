@@ -28,7 +28,6 @@ from safeforge.backends.base import (
     Reply,
     Sampling,
     check_keys,
-    image_data_url,
     openai_messages,
 )
 
@@ -121,13 +120,10 @@ class OpenAIBackend(Backend):
         return session
 
     def _payload(self, request: ChatRequest) -> dict[str, Any]:
-        parts = [
-            {"type": "image_url", "image_url": {"url": image_data_url(p)}} for p in request.images
-        ]
         s = request.sampling
         body = {
             "model": self.model_id,
-            "messages": openai_messages(request, parts),
+            "messages": openai_messages(request),
             "max_tokens": s.max_tokens,
             "temperature": s.temperature,
             "top_p": s.top_p,
@@ -140,11 +136,11 @@ class OpenAIBackend(Backend):
 
     def _complete_one(self, request: ChatRequest) -> Reply:
         if request.images and not self.supports_images:
-            return _error(f"model {self.model_id} takes no images (images: false)")
+            return Reply.failed(f"model {self.model_id} takes no images (images: false)")
         try:
             body = self._payload(request)
         except OSError as exc:  # an unreadable image fails this request, not the batch
-            return _error(self._redact(f"cannot read image: {exc}"))
+            return Reply.failed(self._redact(f"cannot read image: {exc}"))
         for attempt in range(self.max_retries + 1):
             try:
                 return self._post(body)
@@ -161,7 +157,7 @@ class OpenAIBackend(Backend):
             time.sleep(wait)
         reason = f"{failure.reason} after {self.max_retries + 1} attempts"
         log.warning("giving up: %s", reason)
-        return _error(self._redact(reason))
+        return Reply.failed(self._redact(reason))
 
     def _post(self, body: dict[str, Any]) -> Reply:
         try:
@@ -176,26 +172,22 @@ class OpenAIBackend(Backend):
         if response.status_code in _RETRY_STATUS:
             raise _Retryable(f"HTTP {response.status_code}", _retry_after(response))
         if response.status_code >= 400:  # a bad request stays bad: no retry
-            return _error(self._redact(f"HTTP {response.status_code}: {response.text[:200]}"))
+            return Reply.failed(self._redact(f"HTTP {response.status_code}: {response.text[:200]}"))
         try:
             data = response.json()
         except ValueError:
             kind = response.headers.get("content-type", "no content-type")
-            return _error(f"reply is not JSON (HTTP {response.status_code}, {kind})")
+            return Reply.failed(f"reply is not JSON (HTTP {response.status_code}, {kind})")
         try:
             choice = data["choices"][0]
             text = choice["message"]["content"]
         except (KeyError, IndexError, TypeError):
-            return _error("reply has no choices[0].message.content")
+            return Reply.failed("reply has no choices[0].message.content")
         return Reply(text=text or "", finish_reason=choice.get("finish_reason") or "stop")
 
     def _redact(self, text: str) -> str:
         """A server may echo the Authorization header back in an error body: never pass it on."""
         return text.replace(self._key, "***") if self._key else text
-
-
-def _error(reason: str) -> Reply:
-    return Reply(text="", finish_reason="error", error=reason)
 
 
 def _retry_after(response: requests.Response) -> float | None:

@@ -30,7 +30,6 @@ from safeforge.backends.base import (
     Reply,
     Sampling,
     check_keys,
-    image_data_url,
     openai_messages,
 )
 
@@ -56,8 +55,7 @@ DEFAULTS: dict[str, Any] = {
 
 def build_conversation(request: ChatRequest) -> list[dict]:
     """OpenAI-style messages; images ride as data URLs, which LLM.chat decodes in-process."""
-    parts = [{"type": "image_url", "image_url": {"url": image_data_url(p)}} for p in request.images]
-    return openai_messages(request, parts)
+    return openai_messages(request)
 
 
 def sampling_kwargs(sampling: Sampling, json_schema: Mapping[str, Any] | None) -> dict[str, Any]:
@@ -97,17 +95,13 @@ def make_sampling_params(kwargs: Mapping[str, Any]) -> Any:
     return SamplingParams(**kwargs, **(structured_json(schema) if schema is not None else {}))
 
 
-def error_reply(exc: BaseException) -> Reply:
-    return Reply("", "error", f"{type(exc).__name__}: {exc}")
-
-
 def parse_output(request_output: Any) -> Reply:
     outputs = getattr(request_output, "outputs", None)
     if not outputs:
-        return Reply("", "error", "vLLM returned no output")
+        return Reply.failed("vLLM returned no output")
     text, finish = outputs[0].text, outputs[0].finish_reason
     if text is None:
-        return Reply("", "error", f"vLLM returned no text (finish_reason={finish!r})")
+        return Reply.failed(f"vLLM returned no text (finish_reason={finish!r})")
     if finish in ("stop", "length"):
         return Reply(text, finish)
     return Reply(text, "error", f"vLLM finish_reason={finish!r}")  # e.g. "abort"
@@ -173,7 +167,7 @@ class VLLMBackend(Backend):
             try:  # an unreadable image or a refused request fails here, alone
                 ready.append((i, self._prepare(request)))
             except Exception as exc:
-                replies[i] = error_reply(exc)
+                replies[i] = Reply.failed(exc)
         for (i, _), reply in zip(ready, self._chat([p for _, p in ready]), strict=True):
             replies[i] = reply
         return cast(list[Reply], replies)  # every slot is filled: failed to prepare, or ran
@@ -200,7 +194,7 @@ class VLLMBackend(Backend):
             return [parse_output(o) for o in outputs]
         except Exception as exc:  # one request the engine rejects (prompt too long) fails all
             if len(prepared) == 1:
-                return [error_reply(exc)]
+                return [Reply.failed(exc)]
             log.warning("vLLM batch of %d failed (%s); retrying one at a time", len(prepared), exc)
             return [self._chat([one])[0] for one in prepared]
 

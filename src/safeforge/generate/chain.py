@@ -91,22 +91,21 @@ DESCRIBE_SCHEMA = _object({"description": TEXT})
 
 
 def step_schemas(categories: Sequence[str], top_k: int) -> dict[str, dict[str, Any]]:
-    text = TEXT
     risk = _object(
         {
-            "scenario": text,
+            "scenario": TEXT,
             "category": {"type": "string", "enum": list(categories)},
-            "analysis": text,
+            "analysis": TEXT,
         }
     )
     return {
         "describe": DESCRIBE_SCHEMA,
         "analyse": _object({"risks": {"type": "array", "items": risk, "maxItems": top_k}}),
         "queries": _object(
-            {"unsafe_query": text, "benign_query": text, "image_dependent": {"type": "boolean"}}
+            {"unsafe_query": TEXT, "benign_query": TEXT, "image_dependent": {"type": "boolean"}}
         ),
-        "guidance": _object({"unsafe_guidance": text, "benign_guidance": text}),
-        "contrast": _object({"harmless": {"type": "boolean"}, "guidance": text}),
+        "guidance": _object({"unsafe_guidance": TEXT, "benign_guidance": TEXT}),
+        "contrast": _object({"harmless": {"type": "boolean"}, "guidance": TEXT}),
     }
 
 

@@ -54,7 +54,7 @@ def write_records(
     risks = []  # (image, risk) in image order
     for img, value in zip(images, analysed, strict=True):
         if value is None:
-            result.dropped[img["image_id"]] = _failed_reason(chat, "analyse", img["image_id"])
+            result.dropped[img["image_id"]] = _first_failure(chat, img["image_id"])
         elif not value["risks"]:
             result.dropped[img["image_id"]] = "no_real_risk"
         risks += [(img, r) for r in (value or {"risks": []})["risks"][:top_k]]
@@ -193,15 +193,10 @@ def _common(risk: Mapping[str, Any], unsafe_query: str, image_id: str, generator
     }
 
 
-def _failed_reason(chat: Chat, step: str, item_id: str) -> str:
-    reason = next(
-        f["reason"] for f in chat.failures if f["step"] == step and f["item_id"] == item_id
-    )
-    return f"{step}_{reason}"
-
-
 def _first_failure(chat: Chat, image_id: str) -> str:
+    """`<step>_<reason>` of the image's first given-up reply: analyse asks about the image
+    (item id = image id), later steps about one of its risks (`<image id>/<scenario>`)."""
     for f in chat.failures:
-        if f["item_id"].startswith(image_id + "/"):
+        if f["item_id"] == image_id or f["item_id"].startswith(image_id + "/"):
             return f"{f['step']}_{f['reason']}"
     return "no_complete_record"
