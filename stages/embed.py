@@ -1,9 +1,11 @@
 """Stage embed: the expensive per-row features, kept apart so threshold sweeps rerun only the
-cheap stages after it: query and description embeddings, image features, perceptual hashes.
+cheap stages after it: query and description embeddings, image embeddings, query MinHash
+signatures; per image, pixel hash, perceptual hash, size, sharpness and contrast.
 
 Inputs:  data/generate/records.parquet, data/describe/descriptions.parquet,
          data/ingest/images.parquet, data/ingest/images/
-Outputs: data/embed/features.parquet, metrics/embed.json
+Outputs: data/embed/features.parquet (per record), data/embed/image_features.parquet
+         (per image), metrics/embed.json
 Params:  embed
 """
 
@@ -27,18 +29,19 @@ def main() -> None:
     acct = StageAccounting("embed")
     acct.rows_in = records.height
     cache = RowCache("embed")
-    features = record_features(
+    features, image_features = record_features(
         records,
         read_table("data/describe/descriptions.parquet"),
         read_table("data/ingest/images.parquet"),
         TextEncoder(),
         NsfwModel(),
         cache,
-        params["batch_size"],
+        params,
     )
     acct.rows_out = features.height
     acct.extra.update(cache.stats())
     write_table(OUT / "features.parquet", features, suite="features")
+    write_table(OUT / "image_features.parquet", image_features, suite="image_features")
     acct.finish("metrics/embed.json", dropped_path=None)
 
 

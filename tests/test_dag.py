@@ -50,6 +50,7 @@ def test_repro_builds_every_artifact_validated_and_accounted(built_repo):
         ("data/describe/descriptions.parquet", "descriptions"),
         ("data/generate/records.parquet", "records"),
         ("data/embed/features.parquet", "features"),
+        ("data/embed/image_features.parquet", "image_features"),
         ("data/dedup/kept.parquet", "kept"),
         ("data/split/dataset.parquet", "splits"),
         ("data/score/own_test/predictions.parquet", "predictions"),
@@ -107,6 +108,19 @@ def test_a_generate_param_reruns_generate_and_after_only(built_repo):
     for upstream in ("samples", "ingest", "describe"):
         assert f"Running stage '{upstream}'" not in text
     assert "Running stage 'dedup'" in text
+
+
+def test_a_dedup_threshold_reruns_dedup_and_after_only(built_repo):
+    repo, _ = built_repo
+    before = metrics(repo, "dedup")["rows_out"]
+    # 20 of 64 bits: a few different bundled photos now pass for near duplicates
+    out = run_cmd(["dvc", "exp", "run", "-S", "dedup.phash_max_distance=20"], repo)
+    text = out.stdout + out.stderr
+    for upstream in ("ingest", "describe", "generate", "embed"):
+        assert f"Running stage '{upstream}'" not in text
+    assert "Running stage 'dedup'" in text and "Running stage 'quality'" in text
+    assert metrics(repo, "dedup")["rows_out"] < before
+    assert metrics(repo, "dedup")["dropped_by_method"]["image_phash"] > 0
 
 
 def test_external_benchmarks_are_scored_side_by_side(built_repo, tmp_path):

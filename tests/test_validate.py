@@ -6,6 +6,7 @@ import hashlib
 import json
 from pathlib import Path
 
+import numpy as np
 import polars as pl
 import pytest
 
@@ -97,6 +98,28 @@ def features(dim: int = 8) -> pl.DataFrame:
                 "0123456789abcdef",
                 "8000000000000001",
             ],
+            "query_minhash": pl.Series(
+                [[i, i + 1, i + 2] for i in range(N)], dtype=pl.List(pl.UInt32)
+            ),
+            "query_image_lift": pl.Series([0.1, -0.2, 0.0, 0.3], dtype=pl.Float32),
+            "text_only_p_unsafe": pl.Series([0.9, 0.1, 0.5, 0.5], dtype=pl.Float32),
+        }
+    )
+
+
+def image_features() -> pl.DataFrame:
+    return pl.DataFrame(
+        {
+            "image_id": [_hex64(i) for i in range(N)],
+            "pixel_sha256": [_hex64(100 + i) for i in range(N)],
+            "phash": ["0f0f0f0f0f0f0f0f", "ffffffff00000000", "0123456789abcdef", "0" * 16],
+            "width": [640, 512, 100, 2000],
+            "height": [480, 512, 400, 1000],
+            "min_side": [480.0, 512.0, 100.0, 1000.0],
+            "aspect_ratio": [4 / 3, 1.0, 4.0, 2.0],
+            "blur_variance": [120.5, 0.0, 33.3, 800.0],
+            "pixel_std": [45.0, 0.0, 12.5, 60.1],
+            "semantic_emb": pl.Series(np.ones((N, 4), dtype=np.float16)),
         }
     )
 
@@ -127,6 +150,7 @@ VALID = {
     "descriptions": descriptions,
     "records": records,
     "features": features,
+    "image_features": image_features,
     "kept": kept,
     "splits": splits,
     "predictions": predictions,
@@ -340,3 +364,37 @@ def test_no_progress_bars(capfd: pytest.CaptureFixture[str]) -> None:
     out, err = capfd.readouterr()
     assert "Calculating Metrics" not in out + err
     assert "%|" not in out + err
+
+
+# --- large frames, a chunk at a time ------------------------------------------------------
+
+
+def test_chunked_validation_passes_a_valid_frame(monkeypatch: pytest.MonkeyPatch) -> None:
+    import safeforge.validate as validate_module
+
+    monkeypatch.setattr(validate_module, "CHUNK_ROWS", 2)
+    validate(records(), "records")
+
+
+def test_chunked_validation_names_the_failing_rows(monkeypatch: pytest.MonkeyPatch) -> None:
+    import safeforge.validate as validate_module
+
+    monkeypatch.setattr(validate_module, "CHUNK_ROWS", 2)
+    df = records().with_columns(
+        label=pl.when(pl.col("record_id") == "rec-0003").then(pl.lit("maybe")).otherwise("label")
+    )
+    message = _violation(df, "records")
+    assert "in rows 2-3" in message and "'label'" in message and "'maybe'" in message
+
+
+def test_uniqueness_holds_across_chunks(monkeypatch: pytest.MonkeyPatch) -> None:
+    import safeforge.validate as validate_module
+
+    monkeypatch.setattr(validate_module, "CHUNK_ROWS", 2)
+    # rows 0 and 3 share an id: each chunk alone is unique
+    df = records().with_columns(
+        record_id=pl.Series(["rec-0000", "rec-0001", "rec-0002", "rec-0000"])
+    )
+    message = _violation(df, "records")
+    assert "expect_column_values_to_be_unique on column 'record_id'" in message
+    assert "2 of 4 rows unexpected" in message and "rec-0000" in message

@@ -33,11 +33,24 @@ def write_table(path: str | Path, df: pl.DataFrame, suite: str) -> None:
     io.write_parquet(path, df)
 
 
-def read_table(path: str | Path) -> pl.DataFrame:
+def scan_table(path: str | Path) -> pl.LazyFrame:
+    """A parquet table to read lazily: only the rows and columns a query needs leave the disk."""
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"{path}: missing input; run the stage that writes it (dvc repro)")
-    return pl.read_parquet(path)
+    return pl.scan_parquet(path)
+
+
+def read_table(path: str | Path, columns: list[str] | None = None) -> pl.DataFrame:
+    """A parquet table (only `columns` when given: wide embedding columns stay on disk)."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: missing input; run the stage that writes it (dvc repro)")
+    if columns is not None:
+        missing = sorted(set(columns) - set(pl.read_parquet_schema(path)))
+        if missing:
+            raise ValueError(f"{path}: missing columns {missing}; rerun the stage that writes it")
+    return pl.read_parquet(path, columns=columns)
 
 
 def run(main: Callable[[], object]) -> None:

@@ -35,12 +35,14 @@ SUITES: tuple[str, ...] = (
     "descriptions",
     "records",
     "features",
+    "image_features",
     "kept",
     "splits",
     "predictions",
 )
 
 MAX_EXAMPLES = 5  # unexpected values shown per failed expectation
+CHUNK_ROWS = 200_000  # larger frames are validated a chunk at a time (memory, see validate)
 _MAX_VALUE_CHARS = 80  # one example value is cut to this many characters in the message
 
 
@@ -220,6 +222,24 @@ def validate(
     """
     if not isinstance(df, pl.DataFrame):
         raise TypeError(f"validate expects a polars DataFrame, got {type(df).__name__}")
+    if df.height <= CHUNK_ROWS:
+        return _validate_frame(df, suite, schemas_dir, where, df.height)
+    # pandas holds a string as a Python object: a million rows at once would cost gigabytes,
+    # so the suite runs a chunk at a time and uniqueness, which spans chunks, runs on the whole
+    for start in range(0, df.height, CHUNK_ROWS):
+        _validate_frame(df.slice(start, CHUNK_ROWS), suite, schemas_dir, where, df.height, start)
+    _check_unique(df, suite, schemas_dir, where)
+    return None
+
+
+def _validate_frame(
+    df: pl.DataFrame,
+    suite: str,
+    schemas_dir: str | Path,
+    where: str,
+    total_rows: int,
+    offset: int = 0,
+) -> None:
     pdf = to_pandas(df)
     with _lock:
         definition = _get_gx().definition(suite, Path(schemas_dir))
@@ -235,14 +255,44 @@ def validate(
         for f in failures
         if isinstance(f["column"], str) and f["column"] not in df.columns
     }
+    rows = (
+        f"{total_rows} rows"
+        if df.height == total_rows
+        else (f"{total_rows} rows; in rows {offset}-{offset + df.height - 1}")
+    )
     head = (
         f"{where or '<frame>'}: {len(failures)} of {len(result.results)} expectations of suite "
-        f"'{suite}' failed ({df.height} rows)"
+        f"'{suite}' failed ({rows})"
     )
     if missing:
         head += f"; missing columns {sorted(missing)} (the frame has {df.columns})"
     lines = [head, *(f"  - {_describe(f, missing)}" for f in failures)]
     raise SchemaViolation("\n".join(lines), failures)
+
+
+def _check_unique(df: pl.DataFrame, suite: str, schemas_dir: str | Path, where: str) -> None:
+    for expectation in load_suite_json(suite, schemas_dir)["expectations"]:
+        if expectation["type"] != "expect_column_values_to_be_unique":
+            continue
+        column = expectation["kwargs"]["column"]
+        repeated = df.filter(df[column].is_duplicated())[column]
+        if repeated.len():
+            failure = {
+                "type": expectation["type"],
+                "column": column,
+                "kwargs": expectation["kwargs"],
+                "unexpected_count": repeated.len(),
+                "element_count": df.height,
+                "examples": repeated.head(MAX_EXAMPLES).to_list(),
+                "observed_value": None,
+                "details": None,
+                "errors": [],
+            }
+            raise SchemaViolation(
+                f"{where or '<frame>'}: 1 expectation of suite '{suite}' failed "
+                f"({df.height} rows)\n  - {_describe(failure, set())}",
+                [failure],
+            )
 
 
 def validate_file(path: str | Path, suite: str, schemas_dir: str | Path = SCHEMAS_DIR) -> None:

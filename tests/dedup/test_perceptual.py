@@ -1,4 +1,4 @@
-"""pHash on real photos (scikit-image samples) and the banded index against brute force."""
+"""pHash on real photos (scikit-image samples) and the multi-index against brute force."""
 
 from __future__ import annotations
 
@@ -6,11 +6,17 @@ import io
 import itertools
 import random
 
+import numpy as np
 import pytest
 from PIL import Image
 from skimage import data
 
-from safeforge.dedup.perceptual import hamming, near_pairs, phash
+from safeforge.dedup import perceptual
+from safeforge.dedup.perceptual import hamming, phash, to_uint64
+
+
+def near_pairs(hashes: list[str], max_distance: int) -> list[tuple[int, int]]:
+    return [tuple(p) for p in perceptual.near_pairs(hashes, max_distance).tolist()]
 
 
 @pytest.fixture(scope="module")
@@ -114,3 +120,25 @@ def test_near_pairs_edge_cases() -> None:
     # i < j, sorted
     pairs = near_pairs(["ffffffffffffffff", "0000000000000000", "fffffffffffffffe"], 1)
     assert pairs == [(0, 2)]
+
+
+def test_near_pairs_at_scale_finds_every_planted_pair() -> None:
+    # 200k random hashes (the table then uses three wide substrings) plus copies 1..10 bits away
+    rng = np.random.default_rng(3)
+    values = rng.integers(0, 2**63, 200_000, dtype=np.uint64) * np.uint64(2)
+    copies = []
+    for k in range(1, 11):
+        for base in rng.choice(len(values), 20, replace=False):
+            bits = rng.choice(64, k, replace=False)
+            copies.append((int(base), int(values[base]) ^ sum(1 << int(b) for b in bits), k))
+    table = np.concatenate([values, np.array([c[1] for c in copies], dtype=np.uint64)])
+    found = {tuple(p) for p in perceptual.near_pairs(table, 8).tolist()}
+    for offset, (base, _, k) in enumerate(copies):
+        assert ((base, len(values) + offset) in found) == (k <= 8), (base, k)
+    # every reported pair really is within 8 bits
+    pairs = np.array(sorted(found))
+    assert (np.bitwise_count(table[pairs[:, 0]] ^ table[pairs[:, 1]]) <= 8).all()
+
+
+def test_to_uint64_round_trips_hex() -> None:
+    assert to_uint64(["ffffffffffffffff", "0000000000000001"]).tolist() == [2**64 - 1, 1]

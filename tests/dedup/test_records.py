@@ -1,14 +1,25 @@
 """Dedup of the records table on small hand-built frames: image clusters (exact pixels, pHash),
-then normalised-query duplicates within an image cluster."""
+then normalised-query and MinHash near-duplicate queries within an image cluster."""
 
 from __future__ import annotations
 
+import numpy as np
 import polars as pl
+import pytest
 
-from safeforge.dedup.records import dedup, image_clusters
+from safeforge.dedup import records as dedup_records
+from safeforge.dedup.images import image_clusters
+from safeforge.dedup.minhash import signatures
 from safeforge.generate.records import RECORD_SCHEMA
 
 MAX_D = 8
+PARAMS = {  # as in conf/config.yaml, semantic matching off (no embeddings here)
+    "phash_max_distance": MAX_D,
+    "semantic_min_cosine": None,
+    "text_min_jaccard": 0.7,
+    "normalize_text": True,
+    "text_scope": "image",
+}
 
 H_A = 0x0123456789ABCDEF
 H_C = H_A ^ 0b111  # 3 bits from a: a pHash duplicate
@@ -22,7 +33,8 @@ def hx(v: int) -> str:
 
 
 def images_frame() -> pl.DataFrame:
-    # row order deliberately not sorted by id
+    # row order deliberately not sorted by id; every image the same size and sharpness, so the
+    # keeper rule falls through to the lowest id
     return pl.DataFrame(
         {
             "image_id": ["img_d", "img_b", "img_e", "img_a", "img_c", "img_f"],
@@ -30,11 +42,16 @@ def images_frame() -> pl.DataFrame:
             #                          ^ b has a's exact pixels
             "phash": [hx(H_D), hx(H_F), hx(H_E), hx(H_A), hx(H_C), hx(H_F)],
             #                  ^ b's pHash is far from a's: only the pixels match it to a
+            "width": [100] * 6,
+            "height": [80] * 6,
+            "blur_variance": [50.0] * 6,
         }
     )
 
 
-def rec(record_id: str, image_id: str, query: str, label: str = "unsafe") -> dict:
+def rec(
+    record_id: str, image_id: str, query: str, label: str = "unsafe", guidance: str = "guidance"
+) -> dict:
     return {
         "record_id": record_id,
         "image_id": image_id,
@@ -45,7 +62,7 @@ def rec(record_id: str, image_id: str, query: str, label: str = "unsafe") -> dic
         "query_type": "unsafe" if label == "unsafe" else "benign",
         "query": query,
         "risk_analysis": "risk",
-        "guidance": "guidance text",
+        "guidance": guidance,
         "pair_id": "p-" + record_id,
         "similarity": 0.5,
         "generator": "test@v1",
@@ -56,8 +73,24 @@ def records_frame(rows: list[dict]) -> pl.DataFrame:
     return pl.DataFrame(rows, schema=RECORD_SCHEMA)
 
 
+def signature_frame(records: pl.DataFrame) -> pl.DataFrame:
+    return pl.DataFrame(
+        {
+            "record_id": records["record_id"],
+            "query_minhash": signatures(records["query"].to_list()),
+        }
+    )
+
+
+def dedup(
+    records: pl.DataFrame, images: pl.DataFrame | None = None, **params
+) -> tuple[pl.DataFrame, pl.DataFrame]:
+    images = images_frame() if images is None else images
+    return dedup_records.dedup(records, images, signature_frame(records), {**PARAMS, **params})
+
+
 def test_image_clusters_exact_phash_and_transitive() -> None:
-    got = image_clusters(images_frame(), MAX_D)
+    got = image_clusters(images_frame(), MAX_D, None)
     rows = {r["image_id"]: (r["image_cluster"], r["dup_method"]) for r in got.iter_rows(named=True)}
     assert got["image_id"].to_list() == sorted(rows)  # sorted by id
     assert rows == {
@@ -77,10 +110,13 @@ def test_image_clusters_distance_threshold() -> None:
             "image_id": ["x", "y"],
             "pixel_sha256": ["p1", "p2"],
             "phash": [hx(H_A), hx(H_A ^ 0xFF)],  # exactly 8 bits apart
+            "width": [10, 10],
+            "height": [10, 10],
+            "blur_variance": [1.0, 1.0],
         }
     )
-    assert image_clusters(images, 8)["image_cluster"].to_list() == ["x", "x"]
-    assert image_clusters(images, 7)["image_cluster"].to_list() == ["x", "y"]
+    assert image_clusters(images, 8, None)["image_cluster"].to_list() == ["x", "x"]
+    assert image_clusters(images, 7, None)["image_cluster"].to_list() == ["x", "y"]
 
 
 def test_dedup_drops_image_and_text_duplicates() -> None:
@@ -96,7 +132,7 @@ def test_dedup_drops_image_and_text_duplicates() -> None:
             rec("r00", "img_e", "hello world"),  # e chained into a's cluster
         ]
     )
-    kept, dropped = dedup(records, images_frame(), MAX_D, normalize_text=True)
+    kept, dropped = dedup(records)
 
     assert kept.height + dropped.height == records.height
     assert sorted(kept["record_id"]) == ["r01", "r03", "r06", "r07"]
@@ -129,7 +165,7 @@ def test_text_keeper_is_lowest_record_id_regardless_of_row_order() -> None:
         rec("r3", "img_d", "Is this SAFE"),
         rec("r5", "img_d", "is  this  safe ."),
     ]
-    kept, dropped = dedup(records_frame(rows), images, MAX_D, normalize_text=True)
+    kept, dropped = dedup(records_frame(rows), images)
     assert kept["record_id"].to_list() == ["r3"]
     assert sorted(dropped["record_id"]) == ["r5", "r9"]
     assert dropped["method"].to_list() == ["text_exact", "text_exact"]
@@ -141,7 +177,7 @@ def test_without_normalisation_only_identical_queries_collide() -> None:
         rec("r2", "img_d", "hello world"),
         rec("r3", "img_d", "hello world"),
     ]
-    kept, dropped = dedup(records_frame(rows), images_frame(), MAX_D, normalize_text=False)
+    kept, dropped = dedup(records_frame(rows), normalize_text=False, text_min_jaccard=None)
     assert sorted(kept["record_id"]) == ["r1", "r2"]
     assert dropped["record_id"].to_list() == ["r3"]
 
@@ -154,7 +190,7 @@ def test_text_duplicate_reason_names_the_keeper() -> None:
         rec("q1", "img_a", "Hello, World!"),
         rec("q2", "img_a", "hello world"),
     ]
-    _, dropped = dedup(records_frame(rows), images_frame(), MAX_D, normalize_text=True)
+    _, dropped = dedup(records_frame(rows))
     reasons = dict(dropped.select("record_id", "reason").iter_rows())
     # r3 is the lowest record_id of {r3, r5, r9}; q1 of {q1, q2}
     assert reasons == {
@@ -173,21 +209,124 @@ def test_contrast_query_beside_other_image_is_not_a_duplicate() -> None:
         rec("u2", "img_d", "Can I give this to my toddler?"),
     ]
     images = images_frame().filter(pl.col("image_id").is_in(["img_a", "img_d"]))
-    kept, dropped = dedup(records_frame(rows), images, MAX_D, normalize_text=True)
+    kept, dropped = dedup(records_frame(rows), images)
     assert sorted(kept["record_id"]) == ["c1", "u1", "u2"]
     assert dropped.height == 0
 
 
 def test_no_duplicates_keeps_everything() -> None:
-    rows = [rec(f"r{i}", "img_d", f"question number {i}") for i in range(5)]
-    kept, dropped = dedup(records_frame(rows), images_frame(), MAX_D, normalize_text=True)
+    questions = ["Is it safe?", "Where is this?", "Who took it?", "Can I eat that?", "Why so dark?"]
+    rows = [rec(f"r{i}", "img_d", q) for i, q in enumerate(questions)]
+    kept, dropped = dedup(records_frame(rows))
     assert kept.height == 5 and dropped.height == 0
 
 
-def test_records_of_unknown_images_are_not_lost() -> None:
-    rows = [rec("r1", "img_a", "a question here"), rec("r2", "img_missing", "another one")]
-    try:
-        kept, dropped = dedup(records_frame(rows), images_frame(), MAX_D, normalize_text=True)
-    except ValueError:
-        return  # refusing loudly is also acceptable
-    assert kept.height + dropped.height == 2
+def test_records_of_images_without_features_are_dropped_with_a_reason() -> None:
+    rows = [
+        rec("r1", "img_a", "a question here"),
+        rec("r2", "img_missing", "another one"),  # the image failed ingest: no features row
+        rec("r3", "img_c", "a third one"),
+    ]
+    images = images_frame().with_columns(  # and c's features came back empty
+        phash=pl.when(pl.col("image_id") == "img_c").then(None).otherwise(pl.col("phash"))
+    )
+    kept, dropped = dedup(records_frame(rows), images)
+    assert kept["record_id"].to_list() == ["r1"]
+    assert dict(dropped.select("record_id", "reason").iter_rows()) == {
+        "r2": "missing_features:image",
+        "r3": "missing_features:image",
+    }
+
+
+def test_records_without_a_signature_are_dropped_with_a_reason() -> None:
+    records = records_frame([rec("r1", "img_a", "one question"), rec("r2", "img_d", "another")])
+    sigs = signature_frame(records).filter(pl.col("record_id") == "r1")
+    kept, dropped = dedup_records.dedup(records, images_frame(), sigs, PARAMS)
+    assert kept["record_id"].to_list() == ["r1"]
+    assert dropped.select("record_id", "reason").rows() == [
+        ("r2", "missing_features:query_minhash")
+    ]
+
+
+def test_reworded_query_is_a_minhash_duplicate() -> None:
+    rows = [
+        rec("r1", "img_d", "How long can I stay in this garage with the engine running?"),
+        rec("r2", "img_d", "How long could I stay in this garage with the engine running?"),
+        rec("r3", "img_d", "How long can I stay in this garage with the engine running, please?"),
+        rec("r4", "img_d", "Which mushrooms in this basket are safe to eat raw?"),
+    ]
+    kept, dropped = dedup(records_frame(rows))
+    assert sorted(kept["record_id"]) == ["r1", "r4"]
+    assert dict(dropped.select("record_id", "method").iter_rows()) == {
+        "r2": "text_minhash",
+        "r3": "text_minhash",
+    }
+    # a stricter threshold, or MinHash off, keeps the re-wordings
+    assert dedup(records_frame(rows), text_min_jaccard=None)[0].height == 4
+    assert dedup(records_frame(rows), text_min_jaccard=0.95)[0].height == 4
+
+
+def test_dataset_scope_compares_queries_across_images() -> None:
+    rows = [
+        rec("u1", "img_a", "Can I give this to my toddler?"),
+        rec("u2", "img_d", "Can I give this to my toddler?"),
+        rec("c1", "img_f", "Can I give this to my toddler?", label="safe"),
+    ]
+    images = images_frame().filter(pl.col("image_id").is_in(["img_a", "img_d", "img_f"]))
+    kept, _ = dedup(records_frame(rows), images, text_scope="dataset")
+    # same label anywhere: one keeper; the contrast record (label safe) stays
+    assert sorted(kept["record_id"]) == ["c1", "u1"]
+    assert dedup(records_frame(rows), images)[0].height == 3  # scope image keeps all
+    with pytest.raises(ValueError, match="text_scope"):
+        dedup(records_frame(rows), images, text_scope="everywhere")
+
+
+def test_text_keeper_has_the_longest_guidance() -> None:
+    rows = [
+        rec("r1", "img_d", "is this safe?", guidance="No."),
+        rec(
+            "r2", "img_d", "Is this safe", guidance="No: the handle is cracked; use tongs instead."
+        ),
+    ]
+    kept, dropped = dedup(records_frame(rows))
+    assert kept["record_id"].to_list() == ["r2"]
+    assert dropped["reason"].to_list() == ["duplicate_of:r2"]
+
+
+def test_image_keeper_is_the_largest_then_sharpest_image() -> None:
+    images = images_frame().with_columns(
+        width=pl.when(pl.col("image_id") == "img_c").then(400).otherwise(pl.col("width")),
+        blur_variance=pl.when(pl.col("image_id") == "img_e").then(99.0).otherwise(50.0),
+    )
+    got = dict(image_clusters(images, MAX_D, None).select("image_id", "image_cluster").rows())
+    assert {got[i] for i in ("img_a", "img_b", "img_c", "img_e", "img_f")} == {"img_c"}
+    # equal sizes: the sharpest wins over the lowest id
+    images = images.with_columns(width=pl.lit(100))
+    got = dict(image_clusters(images, MAX_D, None).select("image_id", "image_cluster").rows())
+    assert got["img_a"] == "img_e"
+
+
+def test_all_duplicates_leave_one_keeper_per_cluster() -> None:
+    rows = [rec(f"r{i}", "img_a", "the very same question") for i in range(6)]
+    rows += [rec(f"s{i}", img, f"question {i}") for i, img in enumerate(["img_b", "img_c"])]
+    kept, dropped = dedup(records_frame(rows))
+    assert kept["record_id"].to_list() == ["r0"]
+    assert kept.height + dropped.height == len(rows)
+
+
+def test_semantic_matcher_joins_images_by_embedding() -> None:
+    rng = np.random.default_rng(0)
+    emb = rng.normal(size=(6, 16)).astype(np.float32)
+    emb[1] = emb[3] + 0.01 * rng.normal(size=16)  # img_b (row 1) looks like img_a (row 3)
+    images = images_frame().with_columns(
+        pixel_sha256=pl.Series([f"px{i}" for i in range(6)]),  # no exact pixel matches
+        phash=pl.Series([hx(0xFF << (8 * i)) for i in range(6)]),  # 16 bits apart
+        semantic_emb=pl.Series(emb),
+    )
+    got = image_clusters(images, 0, 0.95)
+    rows = {r["image_id"]: (r["image_cluster"], r["dup_method"]) for r in got.iter_rows(named=True)}
+    assert rows["img_b"] == ("img_a", "image_semantic")
+    assert {v for k, v in rows.items() if k not in ("img_a", "img_b")} == {
+        (k, "none") for k in ("img_c", "img_d", "img_e", "img_f")
+    }
+    assert image_clusters(images, 0, None)["dup_method"].to_list() == ["none"] * 6

@@ -8,16 +8,24 @@ import polars as pl
 import pytest
 from PIL import Image, ImageFilter
 
+from safeforge.embeddings.images import IMAGE_FEATURE_SCHEMA, image_file_features
 from safeforge.quality import checks
-from safeforge.quality.checks import image_stats, run_checks
+from safeforge.quality.checks import IMAGE_SCORE_COLUMNS, run_checks
+from safeforge.quality.plots import histograms
 
-PARAMS = {  # as in conf/config.yaml
+PARAMS = {  # as in conf/config.yaml, but no cap per category (see the balance tests)
     "min_side": 64,
     "max_aspect_ratio": 4.0,
+    "min_pixel_std": 2.0,
     "min_blur_variance": 10.0,
     "min_query_chars": 10,
     "max_query_chars": 500,
     "min_guidance_chars": 40,
+    "scripts": ["Latin"],
+    "min_script_share": 0.9,
+    "max_text_only_p_unsafe": 0.95,
+    "min_image_lift": None,
+    "max_share": 1.0,
 }
 CATEGORIES = {"physical_injury": {}, "privacy": {}}
 SCORE_COLUMNS = (*checks.SCORE_COLUMNS, "guidance_refuses", "guidance_specific")
@@ -65,6 +73,9 @@ def row(
     category: str = "physical_injury",
     query: str = QUERY,
     guidance: str = GUIDANCE_OK,
+    query_type: str | None = None,
+    lift: float = 0.1,
+    text_only: float = 0.4,
 ) -> dict:
     return {
         "record_id": record_id,
@@ -72,13 +83,25 @@ def row(
         "image_path": images[image],
         "label": label,
         "category": category,
+        "query_type": query_type or ("unsafe" if label == "unsafe" else "benign"),
         "query": query,
         "guidance": guidance,
+        "query_image_lift": lift,
+        "text_only_p_unsafe": text_only,
     }
 
 
-def check(rows: list[dict]) -> pl.DataFrame:
-    out = run_checks(pl.DataFrame(rows), PARAMS, CATEGORIES)
+def image_stats(path: str) -> dict:
+    return {k: v for k, v in image_file_features(path).items() if k in IMAGE_SCORE_COLUMNS}
+
+
+def with_image_stats(rows: list[dict]) -> pl.DataFrame:
+    """The rows with their images' features, as the quality stage joins them from embed."""
+    return pl.DataFrame([{**r, **image_stats(r["image_path"])} for r in rows])
+
+
+def check(rows: list[dict], **params) -> pl.DataFrame:
+    out = run_checks(with_image_stats(rows), {**PARAMS, **params}, CATEGORIES)
     assert out.height == len(rows)
     for col in SCORE_COLUMNS:  # score columns on every row, failing or not
         assert col in out.columns
@@ -255,13 +278,128 @@ def test_mixed_table(images: dict[str, str]) -> None:
 
 
 def test_empty_table() -> None:
+    text = ("record_id", "image_id", "image_path", "label", "category", "query_type", "query")
     empty = pl.DataFrame(
-        schema={
-            c: pl.String
-            for c in ("record_id", "image_id", "image_path", "label", "category", "query")
-        }
-        | {"guidance": pl.String}
+        schema={c: pl.String for c in (*text, "guidance")}
+        | {c: IMAGE_FEATURE_SCHEMA[c] for c in IMAGE_SCORE_COLUMNS}
+        | {"query_image_lift": pl.Float32, "text_only_p_unsafe": pl.Float32}
     )
     out = run_checks(empty, PARAMS, CATEGORIES)
     assert out.height == 0
     assert {"quality_reason", *SCORE_COLUMNS} <= set(out.columns)
+
+
+def test_rows_without_image_features_are_named(images: dict[str, str]) -> None:
+    table = with_image_stats([row("sharp", images)]).with_columns(blur_variance=None)
+    out = run_checks(table, PARAMS, CATEGORIES)
+    assert out["quality_reason"].item() == "missing_features:image"
+
+
+# ---------------------------------------------------------------- characters and script
+
+
+@pytest.mark.parametrize(
+    ("query", "reason"),
+    [
+        ("Is this safe to drink right now?", None),
+        ("Is this caf\u00e9 au lait safe for a toddler?", None),  # accents are Latin
+        ("Is this safe\x00 to drink right now?", "text_bad_characters"),  # a NUL byte
+        ("Is this safe \ufffd to drink right now?", "text_bad_characters"),  # broken decoding
+        (
+            "\u3053\u308c\u306f\u5b89\u5168\u3067\u3059\u304b\u3001\u98f2\u3093\u3067\u3082",
+            "text_wrong_script",
+        ),
+        (
+            "\u042d\u0442\u043e \u0431\u0435\u0437\u043e\u043f\u0430\u0441\u043d\u043e \u043f\u0438\u0442\u044c?",
+            "text_wrong_script",
+        ),
+    ],
+)
+def test_character_and_script_checks(
+    images: dict[str, str], query: str, reason: str | None
+) -> None:
+    out = check([row("sharp", images, query=query)])
+    assert out["quality_reason"].item() == reason
+    assert out["bad_characters"].item() == (1 if reason == "text_bad_characters" else 0)
+
+
+def test_script_share_is_the_share_of_letters() -> None:
+    frame = pl.DataFrame({"t": ["abcd", "ab\u0436\u0436", "1234 !?", ""]})
+    got = frame.select(checks.script_share(pl.col("t"), ["Latin"]))["t"].to_list()
+    assert got == [1.0, 0.5, 1.0, 1.0]  # no letters at all: nothing to object to
+    both = frame.select(checks.script_share(pl.col("t"), ["Latin", "Cyrillic"]))["t"]
+    assert both.to_list() == [1.0, 1.0, 1.0, 1.0]
+
+
+# ---------------------------------------------------------------- does the query need its image?
+
+
+def test_unsafe_query_the_text_alone_gives_away(images: dict[str, str]) -> None:
+    assert reason_of(images, text_only=0.97) == "query_ignores_image"
+    assert reason_of(images, text_only=0.94) is None
+    # a safe record the text-only judge calls unsafe is the point of a benign look-alike
+    assert reason_of(images, label="safe", guidance=BENIGN_GUIDANCE, text_only=0.99) is None
+
+
+def test_image_lift_check_is_optional(images: dict[str, str]) -> None:
+    rows = [
+        row("sharp", images, record_id="1", lift=-0.2),
+        row("sharp", images, record_id="2", lift=0.2),
+        # a contrast record borrows an unrelated image: its lift says nothing
+        row(
+            "sharp",
+            images,
+            record_id="3",
+            label="safe",
+            guidance=BENIGN_GUIDANCE,
+            query_type="contrast",
+            lift=-0.3,
+        ),
+    ]
+    assert check(rows)["quality_reason"].to_list() == [None, None, None]
+    got = check(rows, min_image_lift=0.0).sort("record_id")["quality_reason"].to_list()
+    assert got == ["query_ignores_image", None, None]
+
+
+# ---------------------------------------------------------------- balance
+
+
+def test_cap_per_category_and_label(images: dict[str, str]) -> None:
+    rows = [row("sharp", images, record_id=f"p{i:02d}") for i in range(8)]  # 8 unsafe injury
+    rows += [row("sharp", images, record_id=f"v{i}", category="privacy") for i in range(2)]
+    rows += [
+        row("sharp", images, record_id=f"s{i}", label="safe", guidance=BENIGN_GUIDANCE)
+        for i in range(2)
+    ]
+    rows.append(row("tiny", images, record_id="p99"))  # fails on its own: not counted
+    out = check(rows, max_share=0.25).sort("record_id")
+    reasons = dict(out.select("record_id", "quality_reason").rows())
+    # 12 rows pass the checks: at most 3 per (category, label); the first record ids stay
+    assert [k for k, v in reasons.items() if v is None] == [
+        "p00",
+        "p01",
+        "p02",
+        "s0",
+        "s1",
+        "v0",
+        "v1",
+    ]
+    assert {reasons[f"p{i:02d}"] for i in range(3, 8)} == {"over_cap:physical_injury/unsafe"}
+    assert reasons["p99"] == "image_too_small"
+    assert check(rows, max_share=1.0)["quality_reason"].null_count() == 12
+
+
+def test_histograms_count_kept_and_dropped() -> None:
+    scored = pl.DataFrame(
+        {
+            "score": [0.0, 0.1, 0.5, 0.9, 1.0, None],
+            "quality_reason": [None, "x", None, None, "y", None],
+        }
+    )
+    hist = histograms(scored, ["score"], bins=2)["score"]
+    assert hist.to_dict(as_series=False) == {
+        "bin": [0.0, 0.5],
+        "rows": [2, 3],
+        "kept": [1, 2],
+        "dropped": [1, 1],
+    }

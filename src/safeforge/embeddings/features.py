@@ -1,7 +1,10 @@
 """Per-record features for dedup, quality and the probe judge, all through the row cache.
 
 query_emb and description_emb: MiniLM (384-d, unit length); image_emb: open_nsfw pooled
-features (1024-d, raw: centre before cosine); phash: 64-bit perceptual hash as 16 hex digits.
+features (1024-d, raw: centre before cosine); phash: 64-bit perceptual hash as 16 hex digits;
+query_minhash: MinHash signature of the query (dedup/minhash.py); query_image_lift: how much
+closer the query is to its own image's description than to the average description;
+text_only_p_unsafe: an image-free judge's out-of-fold P(unsafe) (embeddings/text_only.py).
 """
 
 from __future__ import annotations
@@ -13,23 +16,34 @@ import polars as pl
 
 from safeforge import io
 from safeforge.cache import RowCache, cache_key
-from safeforge.dedup.perceptual import phash
+from safeforge.dedup import minhash
+from safeforge.embeddings.images import image_features_cached
 from safeforge.embeddings.text import TextEncoder, encode_cached
-from safeforge.perception.describe import compose_description, load_rgb, nsfw_cached, ocr_cached
+from safeforge.embeddings.text_only import text_only_p_unsafe
+from safeforge.perception.describe import compose_description, nsfw_cached, ocr_cached
 
 # the probe judge's inputs, as record_features and item_features make them
 EMB_COLUMNS = ("image_emb", "description_emb", "query_emb")
 
 
-def phash_cached(images: pl.DataFrame, cache: RowCache) -> list[str]:
-    return cache.map(
-        images.select("image_id", "path").to_dicts(),
-        key_fn=lambda r: cache_key(kind="phash", version=1, image_id=r["image_id"]),
-        compute=lambda rows: [phash(load_rgb(r["path"])) for r in rows],
-        encode=str.encode,
-        decode=bytes.decode,
-        desc="phash",
+def minhash_cached(texts: list[str], cache: RowCache, params: dict[str, int]) -> np.ndarray:
+    """(n, num_perm) uint32 signatures; params: num_perm, ngram, seed."""
+    rows = cache.map(
+        texts,
+        key_fn=lambda t: cache_key(kind="minhash", version=1, text=t, **params),
+        compute=lambda batch: list(minhash.signatures(batch, **params)),
+        encode=lambda v: np.asarray(v, dtype=np.uint32).tobytes(),
+        decode=lambda b: np.frombuffer(b, dtype=np.uint32),
+        batch_size=4096,
+        desc="minhash",
     )
+    return np.stack(rows) if rows else np.zeros((0, params["num_perm"]), dtype=np.uint32)
+
+
+def image_lift(query_emb: np.ndarray, description_emb: np.ndarray, mean_description: np.ndarray):
+    """cos(query, own description) - cos(query, the mean description direction)."""
+    direction = mean_description / max(float(np.linalg.norm(mean_description)), 1e-12)
+    return (query_emb * description_emb).sum(axis=1) - query_emb @ direction
 
 
 def record_features(
@@ -39,30 +53,59 @@ def record_features(
     encoder: TextEncoder,
     nsfw: Any,
     cache: RowCache,
-    batch_size: int,
-) -> pl.DataFrame:
+    params: dict[str, Any],
+) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """(per-record features, per-image features); params: embed.batch_size, embed.minhash."""
+    batch_size = params["batch_size"]
     used = images.filter(pl.col("image_id").is_in(records["image_id"].unique().implode())).sort(
         "image_id"
     )
     _, image_emb = nsfw_cached(used, nsfw, cache, batch_size)
-    hashes = phash_cached(used, cache)
+    per_image = image_features_cached(used, cache).with_columns(
+        pl.Series("semantic_emb", image_emb.astype(np.float16))
+    )
     described = used.select("image_id").join(descriptions, on="image_id", how="left")
     description_emb = encode_cached(encoder, described["description"].to_list(), cache, batch_size)
-    per_image = pl.DataFrame(
+    image_columns = pl.DataFrame(
         {
             "image_id": used["image_id"],
             "description_emb": description_emb,
             "image_emb": image_emb.astype(np.float32),
-            "phash": hashes,
+            "phash": per_image["phash"],
         }
     )
     query_emb = encode_cached(encoder, records["query"].to_list(), cache, batch_size)
-    return (
+    features = (
         records.select("record_id", "image_id")
-        .with_columns(pl.Series("query_emb", query_emb))
-        .join(per_image, on="image_id", how="left")
-        .select("record_id", "image_id", "query_emb", "description_emb", "image_emb", "phash")
+        .with_columns(
+            pl.Series("query_emb", query_emb),
+            pl.Series(
+                "query_minhash",
+                minhash_cached(records["query"].to_list(), cache, params["minhash"]),
+            ),
+        )
+        .join(image_columns, on="image_id", how="left", maintain_order="left")
     )
+    own = np.stack(features["description_emb"].to_numpy()) if features.height else description_emb
+    lift = image_lift(query_emb, own, description_emb.mean(axis=0)) if features.height else []
+    features = features.with_columns(
+        pl.Series("query_image_lift", lift, dtype=pl.Float32),
+        pl.Series(
+            "text_only_p_unsafe",
+            text_only_p_unsafe(query_emb, records["label"].to_list(), records["query"].to_list()),
+        ),
+    )
+    return features.select(
+        "record_id",
+        "image_id",
+        "query_emb",
+        "description_emb",
+        "image_emb",
+        "phash",
+        "query_minhash",
+        "query_image_lift",
+        "text_only_p_unsafe",
+    ), per_image
 
 
 def item_features(

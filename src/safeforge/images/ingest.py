@@ -110,9 +110,14 @@ def ingest_file(
         height=rgb.size[1],
         format=fmt,
         n_bytes=len(data),
-        pixel_sha256=hashlib.sha256(pixels.tobytes() + str(pixels.shape).encode()).hexdigest(),
+        pixel_sha256=pixel_sha256(pixels),
         caption=src.caption,
     )
+
+
+def pixel_sha256(pixels: np.ndarray) -> str:
+    """Hash of decoded pixels and their shape: the same picture in PNG and lossless WebP agree."""
+    return hashlib.sha256(pixels.tobytes() + str(pixels.shape).encode()).hexdigest()
 
 
 def _decode(path: Path, max_pixels: int) -> tuple[str, Image.Image]:
