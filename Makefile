@@ -13,7 +13,7 @@ export GX_ANALYTICS_ENABLED := false
 export RAY_USAGE_STATS_ENABLED := 0
 export PATH := $(BIN):$(PATH)
 
-.PHONY: setup repro test test-fast lint params clean-venv
+.PHONY: setup repro test test-fast lint params bench-setup clean-venv
 
 setup: $(VENV)/.installed
 
@@ -41,6 +41,11 @@ lint: setup
 
 params: setup
 	safeforge params
+
+# the baselines benchmarks/ compare against; imagededup without its deps: its CNN half needs
+# torchvision, whose only wheel here is CUDA-linked (benchmarks/dedup_images.py stands in for it)
+bench-setup: setup
+	$(PIP) --no-deps imagededup==0.3.3.post2 PyWavelets
 
 clean-venv:
 	rm -rf $(VENV)

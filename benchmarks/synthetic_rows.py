@@ -25,40 +25,11 @@ from safeforge.generate.records import RECORD_SCHEMA
 
 CATEGORIES = ("physical_injury", "privacy", "hazardous_substances", "illegal_activity")
 WORDS = [
-    "how",
-    "long",
-    "can",
-    "i",
-    "stay",
-    "in",
-    "here",
-    "with",
-    "the",
-    "engine",
-    "running",
-    "is",
-    "this",
-    "safe",
-    "to",
-    "drink",
-    "where",
-    "should",
-    "hide",
-    "it",
-    "the",
-    "kids",
-    "garage",
-    "kitchen",
-    "bridge",
-    "ladder",
-    "roof",
-    "battery",
-    "stove",
-    "knife",
-    "river",
-    "pool",
+    "how", "long", "can", "i", "stay", "in", "here", "with", "the", "engine", "running", "is",
+    "this", "safe", "to", "drink", "where", "should", "hide", "it", "the", "kids", "garage",
+    "kitchen", "bridge", "ladder", "roof", "battery", "stove", "knife", "river", "pool",
     "candle",
-]
+]  # fmt: skip
 RECORDS_PER_IMAGE = 4
 EMB_DIM = 1024
 NUM_PERM = 128

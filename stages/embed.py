@@ -1,6 +1,6 @@
 """Stage embed: the expensive per-row features, kept apart so threshold sweeps rerun only the
 cheap stages after it: query and description embeddings, image embeddings, query MinHash
-signatures; per image, pixel hash, perceptual hash, size, sharpness and contrast.
+signatures; per image, perceptual hash, size, sharpness and contrast (with ingest's pixel hash).
 
 Inputs:  data/generate/records.parquet, data/describe/descriptions.parquet,
          data/ingest/images.parquet, data/ingest/images/

@@ -18,6 +18,7 @@ from benchmark_standins import siuo_folder, vlguard_folder
 from helpers import make_repo_copy, run_cmd
 from polars.testing import assert_frame_equal
 
+from safeforge.config import compose
 from safeforge.report.card import SCORE_COLUMNS, STAGES  # STAGES: before score, in order
 from safeforge.validate import validate
 
@@ -112,15 +113,22 @@ def test_a_generate_param_reruns_generate_and_after_only(built_repo):
 
 def test_a_dedup_threshold_reruns_dedup_and_after_only(built_repo):
     repo, _ = built_repo
-    before = metrics(repo, "dedup")["rows_out"]
+    # the baseline first, in this test: an earlier test's experiment leaves its outputs in the
+    # workspace, while each `exp run -S` starts from the committed params
+    default = compose(repo / "conf")["dedup"]["phash_max_distance"]
+    run_cmd(["dvc", "exp", "run", "-S", f"dedup.phash_max_distance={default}"], repo)
+    before = metrics(repo, "dedup")
     # 20 of 64 bits: a few different bundled photos now pass for near duplicates
     out = run_cmd(["dvc", "exp", "run", "-S", "dedup.phash_max_distance=20"], repo)
     text = out.stdout + out.stderr
     for upstream in ("ingest", "describe", "generate", "embed"):
         assert f"Running stage '{upstream}'" not in text
     assert "Running stage 'dedup'" in text and "Running stage 'quality'" in text
-    assert metrics(repo, "dedup")["rows_out"] < before
-    assert metrics(repo, "dedup")["dropped_by_method"]["image_phash"] > 0
+    after = metrics(repo, "dedup")
+    assert after["rows_in"] == before["rows_in"]  # same upstream rows, only the threshold moved
+    assert after["rows_out"] < before["rows_out"]
+    phash_drops = [m["dropped_by_method"].get("image_phash", 0) for m in (before, after)]
+    assert phash_drops[1] > phash_drops[0]
 
 
 def test_external_benchmarks_are_scored_side_by_side(built_repo, tmp_path):

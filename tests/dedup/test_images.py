@@ -1,5 +1,6 @@
 """Image clusters on real photos and their edited copies, through the real feature code:
-image_file_features (pixel hash, pHash, size, sharpness) and open_nsfw embeddings."""
+image_features_cached (pHash, size, sharpness; the pixel hash as ingest computes it) and open_nsfw
+embeddings."""
 
 from __future__ import annotations
 
@@ -12,8 +13,10 @@ import pytest
 from PIL import Image, ImageDraw, ImageEnhance
 from skimage import data
 
+from safeforge.cache import RowCache
 from safeforge.dedup.images import image_clusters
-from safeforge.embeddings.images import image_file_features
+from safeforge.embeddings.images import image_features_cached
+from safeforge.images.ingest import pixel_sha256
 from safeforge.perception.describe import load_rgb
 from safeforge.perception.nsfw import NsfwModel
 
@@ -61,9 +64,19 @@ def features(tmp_path_factory: pytest.TempPathFactory) -> pl.DataFrame:
     # an exact copy under another name: same pixels, another file
     paths["coffee/copy"] = folder / "coffee-copy.png"
     paths["coffee/copy"].write_bytes(Path(paths["coffee/original"]).read_bytes())
-    rows = [{"image_id": key, **image_file_features(str(p))} for key, p in paths.items()]
-    _, emb = NsfwModel().score_and_features([load_rgb(str(p)) for p in paths.values()], 16)
-    return pl.DataFrame(rows).with_columns(semantic_emb=pl.Series(emb.astype(np.float16)))
+    images = [load_rgb(str(p)) for p in paths.values()]
+    ingested = pl.DataFrame(  # what images.parquet holds for each
+        {
+            "image_id": list(paths),
+            "path": [str(p) for p in paths.values()],
+            "pixel_sha256": [pixel_sha256(np.asarray(im)) for im in images],
+            "width": [im.width for im in images],
+            "height": [im.height for im in images],
+        }
+    )
+    features = image_features_cached(ingested, RowCache("test", folder / "cache"))
+    _, emb = NsfwModel().score_and_features(images, 16)
+    return features.with_columns(semantic_emb=pl.Series(emb.astype(np.float16)))
 
 
 def test_every_copy_joins_its_original_and_originals_stay_apart(features: pl.DataFrame) -> None:

@@ -13,36 +13,10 @@ from datasketch import MinHash
 from safeforge.dedup.minhash import lsh_bands, near_duplicate_pairs, shingles, signatures
 
 WORDS = [
-    "how",
-    "long",
-    "can",
-    "i",
-    "stay",
-    "in",
-    "the",
-    "garage",
-    "with",
-    "car",
-    "running",
-    "kitchen",
-    "knife",
-    "stove",
-    "gas",
-    "leak",
-    "bridge",
-    "river",
-    "pool",
-    "ladder",
-    "roof",
-    "battery",
-    "charger",
-    "candle",
-    "curtain",
-    "medicine",
-    "cabinet",
-    "toddler",
-    "dog",
-]
+    "how", "long", "can", "i", "stay", "in", "the", "garage", "with", "car", "running",
+    "kitchen", "knife", "stove", "gas", "leak", "bridge", "river", "pool", "ladder", "roof",
+    "battery", "charger", "candle", "curtain", "medicine", "cabinet", "toddler", "dog",
+]  # fmt: skip
 
 
 def corpus(seed: int, n_base: int = 200) -> list[str]:

@@ -1,4 +1,5 @@
-"""Per-image features for dedup and quality from one decode: pixel hash, pHash, size, sharpness.
+"""Per-image features for dedup and quality: pHash, size, sharpness and contrast from one grey
+decode at most 512 pixels on a side, next to the pixel hash and size ingest already measured.
 
 They are computed once per image (through the row cache) in `embed`, so dedup and quality
 thresholds sweep without opening an image again.
@@ -8,16 +9,14 @@ from __future__ import annotations
 
 import numpy as np
 import polars as pl
-from PIL import Image
-from scipy.ndimage import laplace
+from PIL import Image, ImageOps
 
 from safeforge.cache import RowCache, cache_key, json_codec
-from safeforge.dedup.perceptual import phash
-from safeforge.images.ingest import pixel_sha256
-from safeforge.perception.describe import load_rgb
+from safeforge.dedup.perceptual import HASH_SIDE, phash
 
-VERSION = 1  # bump when a feature's definition changes: the row cache then recomputes
-STATS_SIDE = 512  # sharpness and contrast are measured at this scale (see image_stats)
+# 2: one grey decode (JPEG at reduced scale), pHash and stats at 512, interior Laplacian
+VERSION = 2  # bump when a feature's definition changes: the row cache then recomputes
+STATS_SIDE = HASH_SIDE  # sharpness and contrast are measured at the scale pHash starts from
 
 IMAGE_FEATURE_SCHEMA = {
     "pixel_sha256": pl.String,
@@ -29,37 +28,39 @@ IMAGE_FEATURE_SCHEMA = {
     "blur_variance": pl.Float64,
     "pixel_std": pl.Float64,
 }
+FROM_INGEST = ("pixel_sha256", "width", "height")  # images.parquet has them: not recomputed
 
 
-def image_stats(image: Image.Image) -> dict[str, float]:
-    """Size, aspect ratio, sharpness (variance of the Laplacian) and contrast of one image."""
-    width, height = image.size
-    grey_img = image.convert("L")
+def laplacian_variance(grey: np.ndarray) -> float:
+    """Variance of the 4-neighbour Laplacian over the interior pixels (0 for a flat image)."""
+    if min(grey.shape) < 3:
+        return 0.0
+    centre = grey[1:-1, 1:-1]
+    lap = grey[:-2, 1:-1] + grey[2:, 1:-1] + grey[1:-1, :-2] + grey[1:-1, 2:] - 4 * centre
+    return float(lap.var())
+
+
+def image_file_features(path: str) -> dict:
+    """phash, min_side, aspect_ratio, blur_variance and pixel_std of the file at `path`."""
+    with Image.open(path) as img:
+        width, height = img.size  # min side and aspect ratio do not change under EXIF rotation
+        img.draft("L", (STATS_SIDE, STATS_SIDE))  # JPEG decodes at 1/2..1/8 scale: far cheaper
+        grey_img = ImageOps.exif_transpose(img).convert("L")
     # sharpness at a common scale: a large photo's pixel-level Laplacian is small even when sharp
     grey_img.thumbnail((STATS_SIDE, STATS_SIDE), Image.Resampling.LANCZOS)
-    grey = np.asarray(grey_img, dtype=np.float64)
+    grey = np.asarray(grey_img, dtype=np.float32)
     return {
+        "phash": phash(grey_img),
         "min_side": float(min(width, height)),
         "aspect_ratio": float(max(width, height) / max(1, min(width, height))),
-        "blur_variance": float(laplace(grey).var()),
+        "blur_variance": laplacian_variance(grey),
         "pixel_std": float(grey.std()),
     }
 
 
-def image_file_features(path: str) -> dict:
-    """Every per-image feature of the file at `path` (keys of IMAGE_FEATURE_SCHEMA)."""
-    image = load_rgb(path)
-    return {
-        "pixel_sha256": pixel_sha256(np.asarray(image)),
-        "phash": phash(image),
-        "width": image.width,
-        "height": image.height,
-        **image_stats(image),
-    }
-
-
 def image_features_cached(images: pl.DataFrame, cache: RowCache) -> pl.DataFrame:
-    """image_id plus IMAGE_FEATURE_SCHEMA columns for rows with image_id and path."""
+    """image_id plus IMAGE_FEATURE_SCHEMA columns for rows of images.parquet (image_id, path and
+    the FROM_INGEST columns)."""
     encode, decode = json_codec()
     rows = images.select("image_id", "path").to_dicts()
     values = cache.map(
@@ -70,6 +71,13 @@ def image_features_cached(images: pl.DataFrame, cache: RowCache) -> pl.DataFrame
         decode=decode,
         desc="image features",
     )
-    return pl.DataFrame(values, schema=IMAGE_FEATURE_SCHEMA).select(
-        pl.Series("image_id", [r["image_id"] for r in rows], dtype=pl.String), pl.all()
-    )
+    computed = [k for k in IMAGE_FEATURE_SCHEMA if k not in FROM_INGEST]
+    return pl.concat(
+        [
+            images.select("image_id", *FROM_INGEST).cast(
+                {k: IMAGE_FEATURE_SCHEMA[k] for k in FROM_INGEST}
+            ),
+            pl.DataFrame(values, schema={k: IMAGE_FEATURE_SCHEMA[k] for k in computed}),
+        ],
+        how="horizontal",
+    ).select("image_id", *IMAGE_FEATURE_SCHEMA)

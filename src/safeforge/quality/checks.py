@@ -3,8 +3,8 @@ and gives each row a drop reason or null. The first failing check (in `run_check
 the reason; every score column stays on the table so a user can see why a row went.
 
 The image scores (min_side, aspect_ratio, blur_variance, pixel_std), the query's image lift and
-the image-free judge's score are features from `embed`: the checks read columns and never open an image, so a threshold
-sweep over a million rows takes seconds.
+the image-free judge's score are features from `embed`: the checks read columns and never open
+an image, so a threshold sweep over a million rows takes seconds.
 """
 
 from __future__ import annotations
