@@ -5,9 +5,16 @@
 
 Modes: echo, slow (echo after --delay), error500 / ratelimit (HTTP 500 / 429 + Retry-After: 0)
 and close (drop the connection without a reply) for the first --fail-first requests of each
-distinct prompt, then echo; length (finish_reason "length", cut text); garbage (200, not JSON).
-A prompt containing --fail-prompt gets HTTP 500 always, in every mode; the prompt
-"echo-auth-header" gets HTTP 400 quoting the Authorization header (for redaction tests).
+distinct prompt, then echo; length (finish_reason "length", cut text); garbage (200, not JSON);
+nologprobs (ignores `logprobs`, as `transformers serve` does). A prompt containing --fail-prompt
+gets HTTP 500 always, in every mode; the prompt "echo-auth-header" gets HTTP 400 quoting the
+Authorization header (for redaction tests).
+
+Logprobs: in every mode but nologprobs, a request with `"logprobs": true` is answered as OpenAI
+does, with one token and its `top_logprobs` candidates, scripted by the last user text: JSON
+`{"next_token": [[token, logprob], ...]}`, the model's candidates for the next token. The server
+sorts them, replies with the most probable and lists the first `top_logprobs` (0..20, else HTTP
+400, as OpenAI's API; 0 when absent) under `choices[0].logprobs.content[0].top_logprobs`.
 
 The echo reply's content is JSON: the last user text, the number of image parts, the model, the
 response_format and sampling that were sent, `auth_ok` (the Authorization header matched the key
@@ -37,7 +44,7 @@ from functools import partial
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
-MODES = ("echo", "slow", "error500", "ratelimit", "close", "length", "garbage", "rms")
+MODES = ("echo", "slow", "error500", "ratelimit", "close", "length", "garbage", "rms", "nologprobs")
 
 
 def rms_answer(request: dict, text: str) -> str:
@@ -79,6 +86,23 @@ def rms_answer(request: dict, text: str) -> str:
             }
         )
     return json.dumps({"description": f"A photo of {subject}."})
+
+
+def logprobs_choice(request: dict, text: str) -> dict:
+    """choices[0] of a completion with logprobs, from the candidates scripted in the prompt."""
+    candidates = sorted(json.loads(text)["next_token"], key=lambda c: -c[1])
+
+    def entry(token: str, logprob: float) -> dict:
+        return {"token": token, "logprob": logprob, "bytes": list(token.encode())}
+
+    top = [entry(*c) for c in candidates[: request.get("top_logprobs") or 0]]
+    token = candidates[0][0]  # greedy
+    return {
+        "index": 0,
+        "message": {"role": "assistant", "content": token},
+        "logprobs": {"content": [{**entry(*candidates[0]), "top_logprobs": top}]},
+        "finish_reason": "length" if request.get("max_tokens") == 1 else "stop",
+    }
 
 
 class State:
@@ -156,6 +180,8 @@ class Handler(BaseHTTPRequestHandler):
             return None
         if args.mode == "garbage":
             return self.send(200, b"<html>surely not JSON", "text/html")
+        if request.get("logprobs") and args.mode != "nologprobs":
+            return self.answer_logprobs(request, text)
         content = json.dumps(
             {
                 "echo": text,
@@ -179,6 +205,16 @@ class Handler(BaseHTTPRequestHandler):
         self.send_json(
             200, {"object": "chat.completion", "choices": [{**choice, "finish_reason": finish}]}
         )
+
+    def answer_logprobs(self, request: dict, text: str) -> None:
+        top = request.get("top_logprobs")
+        if top is not None and not (isinstance(top, int) and 0 <= top <= 20):
+            return self.send_json(400, {"error": f"top_logprobs={top!r}: must be 0..20"})
+        try:
+            choice = logprobs_choice(request, text)
+        except (ValueError, KeyError, TypeError, IndexError):
+            return self.send_json(400, {"error": "logprobs: script the prompt as next_token"})
+        self.send_json(200, {"object": "chat.completion", "choices": [choice]})
 
 
 class Server(ThreadingHTTPServer):

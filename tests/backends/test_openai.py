@@ -6,6 +6,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import logging
+import math
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -16,7 +17,7 @@ from helpers import ROOT
 from PIL import Image
 
 from safeforge.backends import ChatRequest, Reply, Sampling, make_backend
-from safeforge.backends.openai import OpenAIBackend
+from safeforge.backends.openai import NO_LOGPROBS, OpenAIBackend
 
 SECRET = "sk-test-SECRET-123"
 SCHEMA = {"type": "object", "properties": {"label": {"type": "string"}}, "required": ["label"]}
@@ -24,6 +25,13 @@ SCHEMA = {"type": "object", "properties": {"label": {"type": "string"}}, "requir
 
 def ask(text: str, **kw) -> ChatRequest:
     return ChatRequest(messages=({"role": "user", "content": text},), **kw)
+
+
+def scripted(*candidates: tuple[str, float], choices=("Yes", "No")) -> ChatRequest:
+    """A choices request whose prompt scripts the server's next-token candidates, as
+    (token, probability) pairs; the server sends their log probabilities."""
+    script = {"next_token": [[token, math.log(p)] for token, p in candidates]}
+    return ask(json.dumps(script), choices=choices)
 
 
 def echoed(reply: Reply) -> dict:
@@ -123,6 +131,96 @@ def test_non_json_body_is_an_error_reply(backend) -> None:
         [reply] = backend(url).complete([ask("x")])
     assert (reply.text, reply.finish_reason) == ("", "error")
     assert "not JSON" in reply.error
+
+
+# --- choices: first-token probabilities from logprobs ------------------------------------
+
+
+def test_choice_probs_come_from_the_top_logprobs(backend) -> None:
+    with chat_server() as url:
+        yes, no = backend(url).complete(
+            [
+                scripted(("Yes", 0.6), ("No", 0.25), ("Maybe", 0.05)),
+                scripted(("No", 0.7), ("Yes", 0.1)),
+            ]
+        )
+    assert yes.ok and no.ok, (yes.error, no.error)
+    assert yes.choice_probs == pytest.approx({"Yes": 0.6, "No": 0.25})
+    assert list(yes.choice_probs) == ["Yes", "No"]  # in the order of the choices
+    assert (yes.text, no.text, yes.finish_reason) == ("Yes", "No", "stop")
+    assert no.choice_probs == pytest.approx({"Yes": 0.1, "No": 0.7})
+
+
+def test_choices_match_tokens_by_text(backend) -> None:
+    candidates = [
+        ("ĠYes", 0.4),  # byte-level BPE's space marker, then the whole choice
+        ("Y", 0.2),  # a shorter prefix of "Yes": the longer match wins
+        ("Yesterday", 0.1),  # longer than the choice: not its first token
+        (" No", 0.15),  # a plain leading space
+        ("▁", 0.05),  # a bare word marker is no text at all
+        ("▁Saf", 0.03),  # SentencePiece's marker, then a prefix of "Safe"
+        ("Nope", 0.02),  # not a prefix of "No"
+    ]
+    choices = ("Yes", "No", "Safe", "Unsure")
+    with chat_server() as url:
+        [reply] = backend(url).complete([scripted(*candidates, choices=choices)])
+    assert reply.ok, reply.error
+    assert reply.choice_probs == pytest.approx({"Yes": 0.4, "No": 0.15, "Safe": 0.03, "Unsure": 0})
+    assert reply.text == "Yes"
+
+
+def test_equally_long_matches_take_the_more_probable(backend) -> None:
+    with chat_server() as url:
+        [reply] = backend(url).complete([scripted(("Yes", 0.1), (" Yes", 0.3), ("No", 0.2))])
+    assert reply.choice_probs == pytest.approx({"Yes": 0.3, "No": 0.2})
+
+
+def test_only_the_top_k_asked_for_count(backend) -> None:
+    request = scripted(("Yes", 0.5), ("Maybe", 0.3), ("No", 0.1))
+    b = backend("http://127.0.0.1:1/v1", choice_logprobs=2)
+    body = b._payload(request)
+    assert (body["max_tokens"], body["logprobs"], body["top_logprobs"]) == (1, True, 2)
+    assert (body["temperature"], body["top_p"]) == (0.0, 1.0)
+    assert "response_format" not in body
+    with chat_server() as url:
+        [reply] = backend(url, choice_logprobs=2).complete([request])
+    # the server listed two candidates: "No" was third, so it was not measured
+    assert reply.choice_probs == pytest.approx({"Yes": 0.5, "No": 0.0})
+
+
+def test_no_choice_among_the_tokens_gives_zeros_and_no_text(backend) -> None:
+    with chat_server() as url:
+        [reply] = backend(url).complete([scripted(("Maybe", 0.9), ("Perhaps", 0.05))])
+    assert reply.ok and reply.text == "" and reply.choice_probs == {"Yes": 0.0, "No": 0.0}
+
+
+def test_choices_that_match_one_token_are_an_error_reply(backend) -> None:
+    with chat_server() as url:
+        shared, fine = backend(url).complete(
+            [
+                scripted(("Yes", 0.6), ("No", 0.3), choices=("Yes", "Yesterday", "No")),
+                scripted(("Yes", 0.6), ("No", 0.3)),
+            ]
+        )
+    assert not shared.ok and shared.choice_probs is None
+    assert shared.error == "choices 'Yes' and 'Yesterday' both match the token 'Yes'"
+    assert fine.ok
+
+
+def test_a_server_without_logprobs_is_an_error_reply_not_a_guess(backend) -> None:
+    # like `transformers serve`: the logprobs fields are ignored and a plain reply comes back
+    with chat_server("nologprobs") as url:
+        choice, plain = backend(url).complete([scripted(("Yes", 0.6)), ask("hello")])
+    assert (choice.text, choice.finish_reason, choice.choice_probs) == ("", "error", None)
+    assert choice.error == NO_LOGPROBS
+    assert "returned no logprobs; use a server that supports them, e.g. vllm serve" in NO_LOGPROBS
+    assert echoed(plain)["echo"] == "hello"
+
+
+def test_choice_logprobs_outside_the_api_range_is_refused() -> None:
+    for k in (0, 21):
+        with pytest.raises(ValueError, match="choice_logprobs"):
+            OpenAIBackend.from_params({"model": "m", "choice_logprobs": k})
 
 
 # --- retries -------------------------------------------------------------------------------

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import base64
 import importlib.util
+import logging
+import math
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType, SimpleNamespace
 from typing import Any
@@ -17,7 +20,9 @@ from safeforge.backends.base import ChatRequest, Reply, Sampling
 from safeforge.backends.vllm import (
     VLLMBackend,
     build_conversation,
+    choice_sampling_kwargs,
     make_sampling_params,
+    parse_choice_output,
     parse_output,
     sampling_kwargs,
 )
@@ -34,6 +39,26 @@ def request(text: str = "hi", images: tuple[str, ...] = (), **kw: Any) -> ChatRe
 def output(text: str | None, finish: str | None = "stop") -> SimpleNamespace:
     """Shaped like vLLM's RequestOutput: `.outputs[0].text` and `.finish_reason`."""
     return SimpleNamespace(outputs=[SimpleNamespace(text=text, finish_reason=finish)])
+
+
+@dataclass
+class Logprob:
+    """Laid out as vllm.logprobs.Logprob: a token's log probability, vocab rank, decoded text."""
+
+    logprob: float
+    rank: int | None = None
+    decoded_token: str | None = None
+
+
+def logprob_output(
+    first: dict[int, float], finish: str | None = "length", text: str = "Yes"
+) -> SimpleNamespace:
+    """A RequestOutput of one generated token with logprobs: `.outputs[0].logprobs` is a list
+    with one {token id: Logprob} dict per generated position. `first` maps id -> probability."""
+    ranked = sorted(first.items(), key=lambda item: -item[1])
+    position = {t: Logprob(math.log(p), rank, f"<{t}>") for rank, (t, p) in enumerate(ranked, 1)}
+    completion = SimpleNamespace(text=text, finish_reason=finish, logprobs=[position])
+    return SimpleNamespace(outputs=[completion])
 
 
 @pytest.fixture
@@ -70,8 +95,11 @@ def test_defaults_and_conf_file() -> None:
     assert backend.supports_images is True
     assert backend.default_sampling == Sampling(max_tokens=1024, temperature=0.0, top_p=1.0, seed=0)
     assert backend.identity() == {"backend": "vllm", "model": backend.model_id, "revision": ""}
+    assert backend.choice_logprobs == 20
     with pytest.raises(KeyError):
         VLLMBackend({"model": "m", "sampling": {"temp": 1}}, load=False)
+    with pytest.raises(ValueError, match="choice_logprobs"):
+        VLLMBackend({"model": "m", "choice_logprobs": 0}, load=False)
 
 
 # --- pure functions ----------------------------------------------------------------------
@@ -136,15 +164,53 @@ def test_parse_output_failures_are_error_replies() -> None:
     assert not aborted.ok and "abort" in (aborted.error or "")
 
 
+def test_choice_sampling_kwargs_ask_one_token_and_its_logprobs() -> None:
+    assert choice_sampling_kwargs(7) == {
+        "max_tokens": 1,
+        "temperature": 0.0,
+        "top_p": 1.0,
+        "seed": None,
+        "logprobs": 7,
+    }
+
+
+def test_parse_choice_output_reads_the_first_position() -> None:
+    out = logprob_output({10: 0.5, 11: 0.2, 12: 0.1})
+    out.outputs[0].logprobs.append({11: Logprob(0.0, 1, "<11>")})  # a second position: ignored
+    reply, missing = parse_choice_output(out, {"Yes": 10, "No": 11})
+    assert reply.choice_probs == pytest.approx({"Yes": 0.5, "No": 0.2})
+    assert (reply.text, reply.finish_reason, missing) == ("Yes", "stop", [])
+    reply, missing = parse_choice_output(out, {"No": 11, "Unsure": 99, "Maybe": 12})
+    assert reply.choice_probs == pytest.approx({"No": 0.2, "Unsure": 0.0, "Maybe": 0.1})
+    assert reply.text == "No" and missing == ["Unsure"]
+
+
+def test_parse_choice_output_failures_are_error_replies() -> None:
+    no_logprobs = logprob_output({10: 0.5})
+    no_logprobs.outputs[0].logprobs = None  # logprobs were not asked for
+    empty = logprob_output({10: 0.5})
+    empty.outputs[0].logprobs = []
+    for bad in (SimpleNamespace(outputs=[]), no_logprobs, empty, logprob_output({10: 1}, "abort")):
+        reply, missing = parse_choice_output(bad, {"Yes": 10})
+        assert not reply.ok and reply.choice_probs is None and missing == []
+    assert "no logprobs" in (parse_choice_output(no_logprobs, {"Yes": 10})[0].error or "")
+
+
 # --- complete() against a stand-in engine ------------------------------------------------
 
 
 class FakeLLM:
     """Stands in for the GPU engine only (vllm.LLM.chat): echoes each conversation's last user
-    text, records every call, and fails a whole call when any conversation says "boom"."""
+    text, records every call, and fails a whole call when any conversation says "boom". A
+    request asking for logprobs gets a first position of `next_token` (token id -> probability);
+    `get_tokenizer()` is a real tokenizer when given one."""
 
-    def __init__(self) -> None:
+    def __init__(self, tokenizer: Any = None, next_token: dict[int, float] | None = None) -> None:
         self.calls: list[tuple[list, list]] = []
+        self.tokenizer, self.next_token = tokenizer, next_token or {}
+
+    def get_tokenizer(self) -> Any:
+        return self.tokenizer
 
     def chat(self, conversations: list, sampling_params: list, use_tqdm: bool = True) -> list:
         assert use_tqdm is False
@@ -156,12 +222,17 @@ class FakeLLM:
             texts.append(content if isinstance(content, str) else content[-1]["text"])
         if any("boom" in t for t in texts):
             raise ValueError("bad image in batch")
-        return [output(f"echo:{t}") for t in texts]
+        return [
+            logprob_output(dict(list(self.next_token.items())[: p["logprobs"]]))
+            if "logprobs" in p
+            else output(f"echo:{t}")
+            for t, p in zip(texts, sampling_params, strict=True)
+        ]
 
 
-def fake_backend(**params: Any) -> tuple[VLLMBackend, FakeLLM]:
+def fake_backend(llm: FakeLLM | None = None, **params: Any) -> tuple[VLLMBackend, FakeLLM]:
     backend = VLLMBackend({"model": "m", **params}, load=False)
-    backend._llm = llm = FakeLLM()
+    backend._llm = llm = llm or FakeLLM()
     backend._make_sampling = dict  # the kwargs themselves stand in for SamplingParams
     return backend, llm
 
@@ -219,6 +290,41 @@ def test_requests_the_model_cannot_take_are_refused_before_the_gpu(png: Path) ->
     assert llm.calls == []  # nothing left to send
 
 
+@pytest.fixture(scope="module")
+def tokenizer(smollm2_folder: Path) -> Any:
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(smollm2_folder)
+
+
+def test_complete_answers_choices_from_logprobs(tokenizer: Any, caplog) -> None:
+    caplog.set_level(logging.DEBUG, logger="safeforge.backends.vllm")
+    yes, no = (tokenizer.encode(w, add_special_tokens=False)[0] for w in ("Yes", "No"))
+    # most probable first, as vLLM ranks them; top-2 leaves "No" out
+    llm = FakeLLM(tokenizer, {yes: 0.5, 42: 0.3, no: 0.1})
+    backend, llm = fake_backend(llm, choice_logprobs=2)
+    choice = request("Is it safe?", choices=("Yes", "No"))
+    replies = backend.complete([choice, request("plain"), choice])
+    assert replies[1] == Reply("echo:plain", "stop")
+    for reply in (replies[0], replies[2]):
+        assert reply.choice_probs == pytest.approx({"Yes": 0.5, "No": 0.0})
+        assert reply.text == "Yes" and reply.finish_reason == "stop"
+    [(_, params)] = llm.calls
+    assert params[0] == choice_sampling_kwargs(2) and "logprobs" not in params[1]
+    # one debug line for the batch, not one per request
+    assert caplog.messages == [
+        "vLLM: 2 of 2 choice requests had a choice outside the top-2 logprobs (0.0)"
+    ]
+
+
+def test_complete_refuses_choices_sharing_a_first_token(tokenizer: Any) -> None:
+    backend, llm = fake_backend(FakeLLM(tokenizer))
+    shared = request("Sure?", choices=("Yes", "Yes, definitely"))
+    with pytest.raises(ValueError, match="'Yes' and 'Yes, definitely' share their first token"):
+        backend.complete([request("fine"), shared])
+    assert llm.calls == []  # refused before the engine saw anything
+
+
 # --- the calls into vllm, against a stub of its documented API ---------------------------
 
 
@@ -245,6 +351,10 @@ def test_engine_arguments(monkeypatch: pytest.MonkeyPatch) -> None:
     seen = stub_vllm(monkeypatch, new_api=True)
     VLLMBackend({"model": "org/llm", "images": False})._load()
     assert "limit_mm_per_prompt" not in seen["llm"]  # vLLM refuses it for text-only models
+    assert "max_logprobs" not in seen["llm"]  # the engine's default 20 covers choice_logprobs
+    seen = stub_vllm(monkeypatch, new_api=True)
+    VLLMBackend({"model": "org/llm", "choice_logprobs": 50})._load()
+    assert seen["llm"]["max_logprobs"] == 50
 
 
 @pytest.mark.parametrize(

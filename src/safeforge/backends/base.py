@@ -5,6 +5,14 @@ message (file paths), sampling, and optionally a JSON schema the reply must foll
 render this into what their model needs (data URLs, a processor's chat template, vLLM's chat
 API). A backend never raises for one bad request: it answers it with `Reply(error=...)`, so a
 batch of 10,000 survives one timeout. Parsing and validating replies is the caller's job.
+
+A request with `choices` (e.g. ("Yes", "No")) generates nothing: the backend reads the model's
+next-token distribution as the assistant turn opens and replies with each choice's first-token
+probability (softmax over the whole vocabulary, not renormalised over the choices), for judges
+that score P(Yes) / (P(Yes) + P(No)). Choices whose first tokens are one token would share one
+probability: that is the caller's mistake, so hf and vllm raise ValueError from `complete`
+before any work; openai, with no tokenizer, answers with an error reply when two choices match
+one returned token.
 """
 
 from __future__ import annotations
@@ -41,15 +49,25 @@ class ChatRequest:
     images: tuple[str, ...] = ()  # paths, shown with the last user message
     sampling: Sampling = field(default_factory=Sampling)
     json_schema: Mapping[str, Any] | None = None  # the reply must be JSON of this schema
+    choices: tuple[str, ...] = ()  # read these answers' first-token probabilities; no generation
+
+    def __post_init__(self) -> None:
+        check_choices(self.choices)
+        if self.choices and self.json_schema is not None:
+            # a choice reply is one token, never JSON: asking for both is a caller's mistake
+            raise ValueError("a request takes json_schema or choices, not both")
 
     def key_parts(self) -> dict[str, Any]:
         """What decides the reply, for the row cache: images by content, not by path."""
-        return {
+        parts = {
             "messages": [dict(m) for m in self.messages],
             "images": [file_sha256(p) for p in self.images],
             "sampling": asdict(self.sampling),
             "json_schema": self.json_schema,
         }
+        if self.choices:  # only then: every request without choices keeps its cache key
+            parts["choices"] = list(self.choices)
+        return parts
 
 
 @dataclass(frozen=True)
@@ -57,6 +75,7 @@ class Reply:
     text: str
     finish_reason: str = "stop"  # "stop", "length" (cut at max_tokens) or "error"
     error: str | None = None  # why there is no text: timeout, HTTP 500 after retries, ...
+    choice_probs: Mapping[str, float] | None = None  # choice -> probability, for `choices`
 
     @property
     def ok(self) -> bool:
@@ -68,6 +87,13 @@ class Reply:
         if isinstance(why, BaseException):
             why = f"{type(why).__name__}: {why}"
         return cls("", "error", why)
+
+    @classmethod
+    def from_choice_probs(cls, probs: Mapping[str, float]) -> Reply:
+        """The reply to a choices request: its text is the most probable choice (the first on a
+        tie), or "" when every choice has probability 0 (none among the tokens a server listed)."""
+        best = max(probs, key=lambda choice: probs[choice])
+        return cls(best if probs[best] > 0 else "", "stop", None, dict(probs))
 
 
 class Backend(ABC):
@@ -95,6 +121,36 @@ def check_keys(where: str, params: Mapping[str, Any], known: Iterable[str]) -> N
     unknown = set(params) - set(known)
     if unknown:
         raise KeyError(f"{where}: unknown keys {sorted(unknown)} (known: {sorted(known)})")
+
+
+def check_choices(choices: Sequence[str]) -> None:
+    """Choices are distinct, non-empty strings: each one becomes a key of `Reply.choice_probs`."""
+    if isinstance(choices, str):
+        raise TypeError(f"choices={choices!r}: a tuple of strings, e.g. ('Yes', 'No')")
+    if any(not isinstance(c, str) or not c for c in choices):
+        raise ValueError(f"choices={choices!r}: every choice must be a non-empty string")
+    if len(set(choices)) != len(choices):
+        raise ValueError(f"choices={choices!r}: a choice is repeated")
+
+
+def choice_token_ids(tokenizer: Any, choices: Sequence[str]) -> dict[str, int]:
+    """Each choice's first token: the first id of its encoding without special tokens. Two
+    choices with one first token would get one probability between them, so that is an error."""
+    ids: dict[str, int] = {}
+    for choice in choices:
+        tokens = tokenizer.encode(choice, add_special_tokens=False)
+        if not tokens:
+            raise ValueError(f"choice {choice!r} encodes to no tokens")
+        ids[choice] = int(tokens[0])
+    first_of: dict[int, str] = {}
+    for choice, token in ids.items():
+        if token in first_of:
+            raise ValueError(
+                f"choices {first_of[token]!r} and {choice!r} share their first token (id "
+                f"{token}): their probabilities would be the same number; reword one of them"
+            )
+        first_of[token] = choice
+    return ids
 
 
 def file_sha256(path: str | Path) -> str:

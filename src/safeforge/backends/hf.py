@@ -9,6 +9,11 @@ Requests are batched with left padding, grouped by sampling and image count (one
 takes one generation config and one image layout). Nothing constrains decoding to the JSON
 schema here; a request with a schema gets its reply started with "{" (small models otherwise
 answer in prose), and the caller validates every reply.
+
+A request with `choices` is batched the same way (encoded by the same path, images included) and
+runs one step of greedy `generate` that returns the raw logits: exactly one forward pass, with the
+attention mask, position ids and multimodal inputs prepared as for a real reply, so left padding
+changes nothing. Each choice gets the softmax probability of its first token.
 """
 
 from __future__ import annotations
@@ -24,7 +29,14 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from safeforge.backends.base import Backend, ChatRequest, Reply, Sampling, check_keys
+from safeforge.backends.base import (
+    Backend,
+    ChatRequest,
+    Reply,
+    Sampling,
+    check_keys,
+    choice_token_ids,
+)
 from safeforge.cache import default_cache_dir
 
 log = logging.getLogger(__name__)
@@ -110,6 +122,7 @@ class HFBackend(Backend):
         )
         self._folder, self._dtype, self._trust = folder, dtype, trust_remote_code
         self.model: Any = None  # loaded on the first request: a cached rerun never loads it
+        self._choice_ids: dict[tuple[str, ...], dict[str, int]] = {}
 
     def _load(self) -> None:
         kwargs = {"trust_remote_code": self._trust, "dtype": self._dtype}
@@ -139,28 +152,68 @@ class HFBackend(Backend):
     def complete(self, requests: Sequence[ChatRequest]) -> list[Reply]:
         if self.model is None:
             self._load()
+        for request in requests:  # choices the tokenizer cannot tell apart fail the call, now
+            self._token_ids(request.choices)
         replies: list[Reply | None] = [None] * len(requests)
         groups: dict[tuple, list[int]] = {}
         for i, request in enumerate(requests):
-            key = (tuple(asdict(request.sampling).items()), len(request.images))
-            groups.setdefault(key, []).append(i)
+            groups.setdefault(_group_key(request), []).append(i)
         for indices in groups.values():
             for start in range(0, len(indices), self.batch_size):
                 chunk = indices[start : start + self.batch_size]
                 try:
-                    out = self._generate([requests[i] for i in chunk])
+                    out = self._run([requests[i] for i in chunk])
                 except Exception as err:  # one bad request must not sink its batch-mates
                     log.warning("hf: batch of %d failed (%s); retrying one by one", len(chunk), err)
-                    out = [self._generate_one(requests[i]) for i in chunk]
+                    out = [self._run_one(requests[i]) for i in chunk]
                 for i, reply in zip(chunk, out, strict=True):
                     replies[i] = reply
         return replies  # type: ignore[return-value]
 
-    def _generate_one(self, request: ChatRequest) -> Reply:
+    def _token_ids(self, choices: tuple[str, ...]) -> dict[str, int]:
+        if choices not in self._choice_ids:
+            self._choice_ids[choices] = choice_token_ids(self.tokenizer, choices)
+        return self._choice_ids[choices]
+
+    def _run(self, requests: Sequence[ChatRequest]) -> list[Reply]:
+        """One batch of one group: all choice requests or all generation requests."""
+        return self._choose(requests) if requests[0].choices else self._generate(requests)
+
+    def _run_one(self, request: ChatRequest) -> Reply:
         try:
-            return self._generate([request])[0]
+            return self._run([request])[0]
         except Exception as err:
             return Reply.failed(err)
+
+    def _choose(self, requests: Sequence[ChatRequest]) -> list[Reply]:
+        probs = self._next_token_probs(requests)
+        replies = []
+        for request, row in zip(requests, probs, strict=True):
+            ids = self._token_ids(request.choices)
+            replies.append(Reply.from_choice_probs({c: row[t].item() for c, t in ids.items()}))
+        return replies
+
+    def _next_token_probs(self, requests: Sequence[ChatRequest]) -> Any:
+        """Softmax over the whole vocabulary of the first token each prompt would get."""
+        import torch
+
+        inputs = self._encode(requests).to(self.device)
+        # generate rather than a bare forward call: it derives the position ids from the left
+        # padding, and whatever else a model prepares for its first step, exactly as for a
+        # generated reply; `logits` are the raw scores, before any logits processor
+        with torch.inference_mode():
+            out = self.model.generate(
+                **inputs,
+                max_new_tokens=1,
+                do_sample=False,
+                temperature=None,
+                top_p=None,
+                top_k=None,
+                output_logits=True,
+                return_dict_in_generate=True,
+                pad_token_id=self.tokenizer.pad_token_id,
+            )
+        return torch.softmax(out.logits[0].float(), dim=-1).cpu()
 
     def _generate(self, requests: Sequence[ChatRequest]) -> list[Reply]:
         import torch
@@ -221,6 +274,14 @@ class HFBackend(Backend):
             return_tensors="pt",
             padding=True,
         )
+
+
+def _group_key(request: ChatRequest) -> tuple:
+    """Requests that can share one generate call: one sampling (choice requests sample nothing)
+    and one image count."""
+    if request.choices:
+        return ("choices", len(request.images))
+    return (tuple(asdict(request.sampling).items()), len(request.images))
 
 
 def _prefill(request: ChatRequest) -> str:

@@ -6,12 +6,20 @@ failures (429, 5xx, timeouts, dropped connections) are retried with exponential 
 still fails becomes `Reply(error=...)`, so one bad request never sinks a batch. The API key is
 read from the environment and only ever put in the Authorization header: never logged, never in
 an error, `repr()` or `identity()`.
+
+A request with `choices` asks for one token with `logprobs` and the top `choice_logprobs` (at
+most 20, the OpenAI API's cap) candidates. There is no tokenizer here, so choices are matched to
+the returned tokens by text: a token matches a choice when its text, less leading whitespace and
+a leading "Ġ"/"▁" word marker, is non-empty and equals the choice or begins it; the longest
+match counts (the more probable on a tie), and a choice with none gets 0.0. Servers that ignore
+`logprobs` (`transformers serve`) get an error reply, never a made-up probability.
 """
 
 from __future__ import annotations
 
 import inspect
 import logging
+import math
 import os
 import random
 import threading
@@ -35,6 +43,9 @@ log = logging.getLogger(__name__)
 
 _RETRY_STATUS = {429, 500, 502, 503, 504}
 _MAX_SLEEP_S = 30.0
+_MAX_TOP_LOGPROBS = 20  # the OpenAI API refuses top_logprobs above this
+_WORD_MARKERS = ("Ġ", "▁")  # byte-level BPE / SentencePiece "a space before this word"
+NO_LOGPROBS = "the server returned no logprobs; use a server that supports them, e.g. vllm serve"
 
 
 class _Retryable(Exception):
@@ -61,11 +72,15 @@ class OpenAIBackend(Backend):
         images: bool = True,
         sampling: Sampling | None = None,
         backoff_s: float = 0.5,
+        choice_logprobs: int = _MAX_TOP_LOGPROBS,
     ) -> None:
         if concurrency < 1 or max_retries < 0:
             raise ValueError(
                 f"need concurrency >= 1, max_retries >= 0: {concurrency}, {max_retries}"
             )
+        if not 1 <= choice_logprobs <= _MAX_TOP_LOGPROBS:
+            raise ValueError(f"choice_logprobs={choice_logprobs}: need 1..{_MAX_TOP_LOGPROBS}")
+        self.choice_logprobs = choice_logprobs
         self.model_id, self.revision = model, revision
         self.url = base_url.rstrip("/") + "/chat/completions"
         self.concurrency, self.timeout_s, self.max_retries = concurrency, timeout_s, max_retries
@@ -129,6 +144,10 @@ class OpenAIBackend(Backend):
             "top_p": s.top_p,
             "seed": s.seed,
         }
+        if request.choices:
+            # one greedy token; temperature and top-p could reshape what some servers report
+            body.update(max_tokens=1, temperature=0.0, top_p=1.0, logprobs=True)
+            body["top_logprobs"] = self.choice_logprobs
         if self.send_schema and request.json_schema is not None:
             schema = {"name": "reply", "schema": dict(request.json_schema), "strict": True}
             body["response_format"] = {"type": "json_schema", "json_schema": schema}
@@ -143,7 +162,7 @@ class OpenAIBackend(Backend):
             return Reply.failed(self._redact(f"cannot read image: {exc}"))
         for attempt in range(self.max_retries + 1):
             try:
-                return self._post(body)
+                return self._post(body, request.choices)
             except _Retryable as exc:
                 failure = exc
             if attempt == self.max_retries:
@@ -159,7 +178,7 @@ class OpenAIBackend(Backend):
         log.warning("giving up: %s", reason)
         return Reply.failed(self._redact(reason))
 
-    def _post(self, body: dict[str, Any]) -> Reply:
+    def _post(self, body: dict[str, Any], choices: tuple[str, ...]) -> Reply:
         try:
             response = self._session().post(self.url, json=body, timeout=self.timeout_s)
         except (requests.Timeout, requests.ConnectionError) as exc:
@@ -178,6 +197,8 @@ class OpenAIBackend(Backend):
         except ValueError:
             kind = response.headers.get("content-type", "no content-type")
             return Reply.failed(f"reply is not JSON (HTTP {response.status_code}, {kind})")
+        if choices:
+            return choice_reply(data, choices)
         try:
             choice = data["choices"][0]
             text = choice["message"]["content"]
@@ -188,6 +209,59 @@ class OpenAIBackend(Backend):
     def _redact(self, text: str) -> str:
         """A server may echo the Authorization header back in an error body: never pass it on."""
         return text.replace(self._key, "***") if self._key else text
+
+
+def choice_reply(data: Any, choices: Sequence[str]) -> Reply:
+    """The reply to a choices request, from the first token's top_logprobs in a chat completion
+    (`choices[0].logprobs.content[0].top_logprobs`, a list of {"token", "logprob"})."""
+    try:
+        first = data["choices"][0]
+    except (KeyError, IndexError, TypeError):
+        return Reply.failed("reply has no choices[0]")
+    try:
+        top = first["logprobs"]["content"][0]["top_logprobs"]
+        candidates = [(str(t["token"]), float(t["logprob"])) for t in top]
+    except (KeyError, IndexError, TypeError, ValueError):  # absent, null or malformed
+        return Reply.failed(NO_LOGPROBS)
+    if not candidates:  # we ask for at least one: an empty list means the field was ignored
+        return Reply.failed(NO_LOGPROBS)
+    matched = {c: best_token(candidates, c) for c in choices}
+    shared = _sharing(matched)
+    if shared:
+        return Reply.failed(shared)
+    return Reply.from_choice_probs({c: math.exp(m[1]) if m else 0.0 for c, m in matched.items()})
+
+
+def token_text(token: str) -> str:
+    """A returned token as the text it adds to the reply, less the space before a word."""
+    text = token.lstrip()
+    if text.startswith(_WORD_MARKERS):
+        text = text[1:]
+    return text
+
+
+def best_token(candidates: Sequence[tuple[str, float]], choice: str) -> tuple[str, float] | None:
+    """The returned (token, logprob) that best stands for the choice's first token: the longest
+    whose text is the choice or begins it, the more probable on a tie; None when none does."""
+    matches = [
+        (token, logprob)
+        for token, logprob in candidates
+        if (text := token_text(token)) and choice.startswith(text)
+    ]
+    return max(matches, key=lambda m: (len(token_text(m[0])), m[1]), default=None)
+
+
+def _sharing(matched: Mapping[str, tuple[str, float] | None]) -> str | None:
+    """Why the probabilities mean nothing when two choices match one returned token (their
+    first tokens are one token: "Yes" and "Yesterday"), else None."""
+    seen: dict[tuple[str, float], str] = {}
+    for choice, match in matched.items():
+        if match is None:
+            continue
+        if match in seen:
+            return f"choices {seen[match]!r} and {choice!r} both match the token {match[0]!r}"
+        seen[match] = choice
+    return None
 
 
 def _retry_after(response: requests.Response) -> float | None:

@@ -12,6 +12,17 @@ API followed: vLLM's "latest" docs (docs.vllm.ai/en/latest as of 2026-09; newest
   schema))` from `vllm.sampling_params`; the old `guided_decoding=GuidedDecodingParams(json=...)`
   was removed in v0.12.0 and is only a fallback for older installs.
 - outputs: `RequestOutput.outputs[0]` has `.text` and `.finish_reason` ("stop" | "length" | ...).
+- logprobs (source: vllm/logprobs.py, vllm/sampling_params.py, EngineArgs):
+  `SamplingParams(logprobs=k)` fills `RequestOutput.outputs[0].logprobs`, one entry per generated
+  position, each a `dict[int, Logprob]` (token id -> `.logprob`, `.rank`, `.decoded_token`)
+  holding the top k and the sampled token; newer releases store them as `FlatLogprobs`, which
+  indexes the same way. The engine's `max_logprobs` (default 20) caps k, and its default
+  `logprobs_mode` ("raw_logprobs") reports log-softmax over the whole vocabulary, before
+  temperature or top-p. `LLM.get_tokenizer()` is the engine's tokenizer.
+
+A request with `choices` is sent with max_tokens=1 and logprobs=`choice_logprobs`; each choice's
+probability is exp(logprob) of its first token at the first position, and 0.0 when that token is
+not among the top k (logged at debug level, once per batch).
 """
 
 from __future__ import annotations
@@ -20,6 +31,7 @@ import gc
 import importlib.util
 import json
 import logging
+import math
 import sys
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, ClassVar, cast
@@ -30,11 +42,15 @@ from safeforge.backends.base import (
     Reply,
     Sampling,
     check_keys,
+    choice_token_ids,
     openai_messages,
 )
 
 log = logging.getLogger(__name__)
-Prepared = tuple[list[dict], Any]  # a request's conversation and its vLLM SamplingParams
+# a request's conversation, its vLLM SamplingParams, and for a choices request each choice's
+# first token id (None for a request that generates)
+Prepared = tuple[list[dict], Any, Mapping[str, int] | None]
+VLLM_MAX_LOGPROBS = 20  # the engine's default cap on SamplingParams.logprobs
 
 INSTALL_HINT = "vLLM is not installed: pip install 'safeforge[gpu]' (vLLM needs a CUDA GPU)"
 DEFAULTS: dict[str, Any] = {
@@ -50,6 +66,7 @@ DEFAULTS: dict[str, Any] = {
     "batch_size": 256,
     "images": True,
     "sampling": {},
+    "choice_logprobs": 20,  # top-k logprobs read for a choices request
 }
 
 
@@ -74,6 +91,12 @@ def sampling_kwargs(sampling: Sampling, json_schema: Mapping[str, Any] | None) -
         # a deep copy of plain dicts and lists: vLLM serialises the schema for its grammar backend
         kwargs["json_schema"] = json.loads(json.dumps(json_schema, default=dict))
     return kwargs
+
+
+def choice_sampling_kwargs(top_k: int) -> dict[str, Any]:
+    """SamplingParams keyword arguments for a choices request: one greedy token, and the log
+    probabilities of the top `top_k` candidates for it."""
+    return {"max_tokens": 1, "temperature": 0.0, "top_p": 1.0, "seed": None, "logprobs": top_k}
 
 
 def structured_json(schema: Mapping[str, Any]) -> dict[str, Any]:
@@ -107,6 +130,31 @@ def parse_output(request_output: Any) -> Reply:
     return Reply(text, "error", f"vLLM finish_reason={finish!r}")  # e.g. "abort"
 
 
+def parse_choice_output(
+    request_output: Any, token_ids: Mapping[str, int]
+) -> tuple[Reply, list[str]]:
+    """The reply to a choices request, and the choices whose token was not among the returned
+    top k (probability 0.0: below the k-th candidate, so small, but not measured)."""
+    outputs = getattr(request_output, "outputs", None)
+    if not outputs:
+        return Reply.failed("vLLM returned no output"), []
+    finish = outputs[0].finish_reason
+    if finish not in ("stop", "length"):
+        return Reply.failed(f"vLLM finish_reason={finish!r}"), []
+    logprobs = outputs[0].logprobs  # one {token id: Logprob} per generated position
+    if not logprobs or not logprobs[0]:
+        return Reply.failed("vLLM returned no logprobs for a choices request"), []
+    first = logprobs[0]
+    probs: dict[str, float] = {}
+    missing: list[str] = []
+    for choice, token in token_ids.items():
+        entry = first.get(token)
+        if entry is None:
+            missing.append(choice)
+        probs[choice] = math.exp(entry.logprob) if entry is not None else 0.0
+    return Reply.from_choice_probs(probs), missing
+
+
 class VLLMBackend(Backend):
     name: ClassVar[str] = "vllm"
 
@@ -118,6 +166,10 @@ class VLLMBackend(Backend):
         self.supports_images = bool(self.params["images"])
         self.batch_size = int(self.params["batch_size"])
         self.default_sampling = Sampling.from_params(self.params["sampling"] or {})
+        self.choice_logprobs = int(self.params["choice_logprobs"])
+        if self.choice_logprobs < 1:
+            raise ValueError(f"vllm: choice_logprobs={self.choice_logprobs} must be >= 1")
+        self._choice_ids: dict[tuple[str, ...], dict[str, int]] = {}
         # the engine and the SamplingParams factory are attributes so tests can stand in for them
         self._llm: Any = None
         self._make_sampling: Callable[[Mapping[str, Any]], Any] = make_sampling_params
@@ -138,7 +190,13 @@ class VLLMBackend(Backend):
         p = self.params
         # vLLM refuses limit_mm_per_prompt for a text-only model, so it goes only with images
         max_images = int(p["max_images_per_prompt"])
-        mm = {"limit_mm_per_prompt": {"image": max_images}} if self.supports_images else {}
+        extra: dict[str, Any] = {}
+        if self.supports_images:
+            extra["limit_mm_per_prompt"] = {"image": max_images}
+        # the engine refuses SamplingParams.logprobs above its max_logprobs: raise that cap only
+        # when choice_logprobs needs more than the default
+        if self.choice_logprobs > VLLM_MAX_LOGPROBS:
+            extra["max_logprobs"] = self.choice_logprobs
         self._llm = LLM(
             model=self.model_id,
             revision=p["revision"],
@@ -148,12 +206,14 @@ class VLLMBackend(Backend):
             gpu_memory_utilization=float(p["gpu_memory_utilization"]),
             max_model_len=int(p["max_model_len"]),
             seed=self.default_sampling.seed,
-            **mm,
+            **extra,
         )
 
     def complete(self, requests: Sequence[ChatRequest]) -> list[Reply]:
         if self._llm is None:
             self._load()
+        for request in requests:  # choices the tokenizer cannot tell apart fail the call, now
+            self._token_ids(request.choices)
         replies: list[Reply] = []
         for start in range(0, len(requests), self.batch_size):
             replies += self._complete_chunk(requests[start : start + self.batch_size])
@@ -177,26 +237,55 @@ class VLLMBackend(Backend):
             raise ValueError(f"{self.model_id} is configured as text-only (images: false)")
         if len(request.images) > int(self.params["max_images_per_prompt"]):
             raise ValueError(f"{len(request.images)} images > max_images_per_prompt")
-        kwargs = sampling_kwargs(request.sampling, request.json_schema)
-        return build_conversation(request), self._make_sampling(kwargs)
+        if request.choices:
+            kwargs = choice_sampling_kwargs(self.choice_logprobs)
+            token_ids: Mapping[str, int] | None = self._token_ids(request.choices)
+        else:
+            kwargs, token_ids = sampling_kwargs(request.sampling, request.json_schema), None
+        return build_conversation(request), self._make_sampling(kwargs), token_ids
+
+    def _token_ids(self, choices: tuple[str, ...]) -> dict[str, int]:
+        if choices and choices not in self._choice_ids:
+            tokenizer = self._llm.get_tokenizer()
+            self._choice_ids[choices] = choice_token_ids(tokenizer, choices)
+        return self._choice_ids.get(choices, {})
 
     def _chat(self, prepared: list[Prepared]) -> list[Reply]:
         if not prepared:
             return []
         try:
             outputs = self._llm.chat(
-                [conversation for conversation, _ in prepared],
-                sampling_params=[params for _, params in prepared],  # paired one by one
+                [conversation for conversation, _, _ in prepared],
+                sampling_params=[params for _, params, _ in prepared],  # paired one by one
                 use_tqdm=False,
             )
             if len(outputs) != len(prepared):
                 raise RuntimeError(f"vLLM returned {len(outputs)} outputs for {len(prepared)}")
-            return [parse_output(o) for o in outputs]
+            return self._parse(outputs, prepared)
         except Exception as exc:  # one request the engine rejects (prompt too long) fails all
             if len(prepared) == 1:
                 return [Reply.failed(exc)]
             log.warning("vLLM batch of %d failed (%s); retrying one at a time", len(prepared), exc)
             return [self._chat([one])[0] for one in prepared]
+
+    def _parse(self, outputs: Sequence[Any], prepared: list[Prepared]) -> list[Reply]:
+        replies: list[Reply] = []
+        asked = outside = 0
+        for output, (_, _, token_ids) in zip(outputs, prepared, strict=True):
+            if token_ids is None:
+                replies.append(parse_output(output))
+                continue
+            reply, missing = parse_choice_output(output, token_ids)
+            replies.append(reply)
+            asked, outside = asked + 1, outside + bool(missing)
+        if outside:  # normal for an unlikely choice: debug, and once per batch, not per row
+            log.debug(
+                "vLLM: %d of %d choice requests had a choice outside the top-%d logprobs (0.0)",
+                outside,
+                asked,
+                self.choice_logprobs,
+            )
+        return replies
 
     def close(self) -> None:
         self._llm = None  # vLLM shuts its engine down and frees GPU memory once collected
