@@ -19,7 +19,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from safeforge.backends.base import Backend, ChatRequest, Reply, Sampling
-from safeforge.cache import RowCache, cache_key
+from safeforge.backends.cached import cached_complete
+from safeforge.cache import RowCache
 from safeforge.generate.replies import ReplyProblem, check_reply
 
 # the placeholders each step's template may use
@@ -194,20 +195,8 @@ class Chat:
         return ChatRequest(messages, request.images, request.sampling, request.json_schema)
 
     def _complete(self, requests: list[ChatRequest], desc: str) -> list[Reply]:
-        if not requests:
-            return []
         self.requests += len(requests)
-        identity = self.backend.identity()
-        return self.cache.map(
-            requests,
-            key_fn=lambda r: cache_key(kind="chat", **identity, request=r.key_parts()),
-            compute=self.backend.complete,
-            encode=lambda r: json.dumps([r.text, r.finish_reason]).encode(),
-            decode=lambda b: Reply(*json.loads(b)),
-            batch_size=self.batch_size,
-            desc=desc,
-            keep=lambda r: r.ok,  # failed calls are tried again on the next run
-        )
+        return cached_complete(self.backend, self.cache, requests, self.batch_size, desc)
 
     @staticmethod
     def _check(
