@@ -11,7 +11,7 @@ from pathlib import Path
 from safeforge import io
 from safeforge.config import stage_params
 from safeforge.metrics import StageAccounting
-from safeforge.report.card import load_metrics, render
+from safeforge.report.card import by_judge, load_metrics, render
 from safeforge.scoring.benchmark import transfer_score
 from safeforge.stage import log, read_table, run
 
@@ -29,10 +29,13 @@ def main() -> None:
     acct = StageAccounting("report")
     acct.rows_in = acct.rows_out = dataset.height
     transfer = transfer_score(scores)
+    transfer_by_judge = {
+        j: transfer_score(m)["transfer_score"] for j, m in by_judge(scores).items()
+    }
     text = render(dataset, stage_metrics, scores, p["report"]["top_drop_reasons"], transfer)
     io.write_text("reports/report.md", text)
     # the headline for `dvc metrics diff`: the transfer score and each benchmark beside it
-    acct.extra.update(benchmarks=sorted(scores), **transfer)
+    acct.extra.update(benchmarks=sorted(scores), **transfer, transfer_by_judge=transfer_by_judge)
     acct.finish("metrics/report.json", dropped_path=None)
     log.info("wrote reports/report.md")
 

@@ -105,3 +105,28 @@ def test_score_through_the_installed_command(tmp_path, saved_probe) -> None:
     )  # fmt: skip
     assert "vlguard: 13 items" in out.stdout
     assert "balanced_accuracy" in out.stdout and "subset safe_safes" in out.stdout
+
+
+def test_score_a_zero_shot_judge_named_in_conf(tmp_path, capsys, tiny_vlm_folder) -> None:
+    root = siuo_folder(tmp_path / "siuo")
+    clue = [
+        f"zero_shot.clue.backend.model={tiny_vlm_folder}",
+        "zero_shot.clue.relevance.top_k=1",
+        "zero_shot.clue.relevance.describe_max_tokens=4",
+        "zero_shot.clue.fallback.max_tokens=4",
+        "zero_shot.clue.fallback.summary_max_tokens=4",
+    ]
+    argv = ["bench", "score", "siuo", "--root", str(root), "--judge", "clue", "--json"]
+    code, metrics = run_json(capsys, [*argv, *(a for s in clue for a in ("--set", s))])
+    assert code == 0
+    assert metrics["judge"] == "clue" and metrics["n"] == 9
+    assert metrics["judge_stats"]["calls"] > 0
+
+
+def test_score_names_what_a_judge_can_be(tmp_path, capsys) -> None:
+    root = siuo_folder(tmp_path / "siuo")
+    code = main(["bench", "score", "siuo", "--root", str(root), "--judge", "nope"])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert "'nope' is neither a saved judge folder nor a zero-shot judge" in err
+    assert "['clue']" in err

@@ -164,6 +164,46 @@ def test_external_benchmarks_are_scored_side_by_side(built_repo, tmp_path):
     assert "transfer_score" in changed["metrics/report.json"]
 
 
+def test_judges_are_selectable_and_scored_side_by_side(built_repo, tiny_vlm_folder):
+    """judge=vlm is fine-tuned by train_judge and clue scores beside it, both through the same
+    score stage: a tiny random VLM stands in for Qwen2.5-VL (the mechanics, not the scores)."""
+    repo, _ = built_repo
+    vlm = str(tiny_vlm_folder)
+    out = run_cmd(
+        [
+            "dvc", "exp", "run",
+            "-S", "judge=vlm", "-S", f"judge.model={vlm}", "-S", "judge.epochs=1",
+            "-S", "judge.grad_accum=1", "-S", "judge.max_new_tokens=8",
+            "-S", "score.judges=[trained,clue]", "-S", f"zero_shot.clue.backend.model={vlm}",
+            "-S", "zero_shot.clue.relevance.top_k=2",
+            "-S", "zero_shot.clue.relevance.describe_max_tokens=8",
+            "-S", "zero_shot.clue.fallback.max_tokens=8",
+            "-S", "zero_shot.clue.fallback.summary_max_tokens=8",
+        ],
+        repo,
+    )  # fmt: skip
+    text = out.stdout + out.stderr
+    for upstream in ("generate", "embed", "dedup", "quality", "split"):
+        assert f"Running stage '{upstream}'" not in text
+    assert "Running stage 'train_judge'" in text and "Running stage 'score@own_test'" in text
+    trained = metrics(repo, "train_judge")
+    assert trained["judge"] == "vlm" and trained["steps"] > 0
+    assert (repo / "data/train_judge/judge/adapter/adapter_model.safetensors").exists()
+    score = metrics(repo, "score/own_test")
+    clue = score["other_judges"]["clue"]
+    assert score["judge"] == "vlm" and clue["judge"] == "clue"
+    assert score["n"] == clue["n"] > 0
+    assert score["judge_stats"]["generations"] == score["n"]
+    assert clue["judge_stats"]["calls"] > 0
+    for name in ("predictions.parquet", "predictions.clue.parquet"):
+        predictions = pl.read_parquet(repo / "data/score/own_test" / name)
+        validate(predictions, "predictions", where=name)
+        assert predictions["p_unsafe"].is_between(0, 1).all()
+    report = (repo / "reports/report.md").read_text()
+    assert "### Judges side by side" in report and "| vlm balanced acc. |" in report
+    assert set(metrics(repo, "report")["transfer_by_judge"]) == {"vlm", "clue"}
+
+
 def test_a_listed_benchmark_without_a_root_fails_clearly(built_repo):
     repo, _ = built_repo
     before = (repo / "params.yaml").read_text()

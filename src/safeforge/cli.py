@@ -3,7 +3,8 @@
 safeforge params [--check]                         compose params.yaml from conf/
 safeforge bench list                               known benchmarks, and their roots
 safeforge bench check NAME --root PATH [--json]    read a benchmark, report what it holds
-safeforge bench score NAME --root PATH --judge DIR [--json]   score a saved judge on it
+safeforge bench score NAME --root PATH --judge DIR|NAME [--json]   score a judge on it: a saved
+                                                   folder, or a zero-shot judge (clue) from conf
 """
 
 from __future__ import annotations
@@ -113,9 +114,9 @@ def cmd_bench_check(args: argparse.Namespace) -> int:
 
 
 def cmd_bench_score(args: argparse.Namespace) -> int:
-    """score a saved judge on a benchmark and print its metrics"""
+    """score a saved judge, or a zero-shot one from conf, on a benchmark; print its metrics"""
     from safeforge.benchmarks.base import BenchmarkError
-    from safeforge.judges.base import load_judge
+    from safeforge.judges.base import build_judge, load_judge
     from safeforge.report.card import SCORE_COLUMNS
     from safeforge.scoring.benchmark import score_benchmark
 
@@ -125,12 +126,22 @@ def cmd_bench_score(args: argparse.Namespace) -> int:
     except BenchmarkError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    zero_shot = cfg.get("zero_shot", {})
+    if Path(args.judge).is_dir():
+        judge = load_judge(Path(args.judge))
+    elif args.judge in zero_shot:
+        judge = build_judge(zero_shot[args.judge])
+    else:
+        print(
+            f"error: --judge {args.judge!r} is neither a saved judge folder nor a zero-shot judge"
+            f" in conf (zero_shot: {sorted(zero_shot)})",
+            file=sys.stderr,
+        )
+        return 2
     params = cfg["score"]
     threshold = args.threshold if args.threshold is not None else params["threshold"]
     ocr = cfg["describe"]["ocr_min_confidence"] if params["ocr"] and not args.no_ocr else None
-    predictions, metrics = score_benchmark(
-        load_judge(Path(args.judge)), table, spec, threshold, args.batch_size, ocr
-    )
+    predictions, metrics = score_benchmark(judge, table, spec, threshold, args.batch_size, ocr)
     if args.predictions:
         io.write_parquet(args.predictions, predictions)
     lines = [f"{args.name}: {metrics['n']} items, judge {metrics['judge']}, threshold {threshold}"]
@@ -147,6 +158,8 @@ def cmd_bench_score(args: argparse.Namespace) -> int:
     if metrics["refused"]:
         lines.append("  refused (not scored): " + _pairs(metrics["refused"]))
     lines.append(f"  {metrics['items_per_second']} items/s")
+    if metrics.get("judge_stats"):
+        lines.append("  judge counters: " + _pairs(metrics["judge_stats"]))
     _print(metrics, args.json, lines)
     return 0
 
@@ -180,7 +193,11 @@ def _bench_parser(sub: argparse._SubParsersAction) -> None:
         a.add_argument("--root", default=None, help="the benchmark folder (default: its conf root)")
         a.set_defaults(func=func)
         if action == "score":
-            a.add_argument("--judge", required=True, help="a saved judge folder (judge.json)")
+            a.add_argument(
+                "--judge",
+                required=True,
+                help="a saved judge folder (judge.json), or a zero_shot judge name, e.g. clue",
+            )
             a.add_argument("--threshold", type=float, default=None)
             a.add_argument("--batch-size", type=int, default=256)
             a.add_argument("--no-ocr", action="store_true", help="leave image text out")

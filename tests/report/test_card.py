@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import polars as pl
 
-from safeforge.report.card import render
+from safeforge.report.card import by_judge, render
 
 
 def dataset(order: list[int]) -> pl.DataFrame:
@@ -84,3 +84,30 @@ def test_transfer_score_refusals_and_official_table_are_rendered():
     assert "- Id 128." in text
     none = {"transfer_score": None, "transfer_benchmarks": []}
     assert "Transfer score: n/a" in render(dataset([0, 1, 2, 3]), STAGE, SCORES, 5, none)
+
+
+def test_judges_are_side_by_side_per_benchmark():
+    scores = {
+        "own_test": {
+            "judge": "probe",
+            "balanced_accuracy": 0.9,
+            "auroc": 0.95,
+            "other_judges": {"clue": {"judge": "clue", "balanced_accuracy": 0.7, "auroc": 0.8}},
+        },
+        "siuo": {
+            "judge": "probe",
+            "balanced_accuracy": 0.6,
+            "auroc": None,
+            "other_judges": {"clue": {"judge": "clue", "balanced_accuracy": 0.65, "auroc": 0.7}},
+        },
+    }
+    assert by_judge(scores)["clue"]["siuo"]["balanced_accuracy"] == 0.65
+    assert list(by_judge(scores)) == ["probe", "clue"]
+    text = render(dataset([0, 1, 2, 3]), STAGE, scores, 5)
+    assert "### Judges side by side" in text
+    header = "| benchmark | probe balanced acc. | probe AUROC | clue balanced acc. | clue AUROC |"
+    assert header in text
+    assert "| own_test | 0.900 | 0.950 | 0.700 | 0.800 |" in text
+    assert "| siuo | 0.600 | n/a | 0.650 | 0.700 |" in text
+    # one judge: no side-by-side section
+    assert "side by side" not in render(dataset([0, 1, 2, 3]), STAGE, SCORES, 5)

@@ -11,36 +11,44 @@ import polars as pl
 import pytest
 from benchmark_standins import benchmark_spec, stand_in_image, taxonomy, vlguard_folder
 
+from safeforge import io
 from safeforge.benchmarks.base import load_benchmark
-from safeforge.judges.base import Judge
+from safeforge.judges.base import JUDGE_FILE, Judge, register_judge
 from safeforge.judges.probe import ProbeConfig, ProbeJudge
-from safeforge.scoring.benchmark import score_benchmark, transfer_score
+from safeforge.scoring.benchmark import judges_to_score, score_benchmark, transfer_score
 from safeforge.scoring.evaluate import score_stream
 
 
+@register_judge
 class WordJudge(Judge):
     """Deterministic: unsafe when the text holds one of `words`, so metrics can be worked out
-    by hand. Reads image_path and text, like a VLM judge would."""
+    by hand. Reads image_path and text, like a VLM judge would; zero-shot, like clue."""
 
     kind = "word_test"
     inputs: ClassVar[tuple[str, ...]] = ("image_path", "text")
 
     def __init__(self, words: tuple[str, ...]) -> None:
         self.name, self.words, self.seen_batches = "word", words, []
+        self.history, self.train_summary, self.stats = [], {}, {"batches": 0}
+
+    @classmethod
+    def fit(cls, train: pl.DataFrame, val: pl.DataFrame, params: dict) -> WordJudge:
+        return cls(tuple(params["words"]))
 
     def predict(self, items: pl.DataFrame) -> pl.DataFrame:
         self.seen_batches.append(items.height)
+        self.stats["batches"] += 1
         assert all(Path(p).is_file() for p in items["image_path"])
         p = [0.9 if any(w in t for w in self.words) else 0.1 for t in items["text"]]
         n = items.height
         return pl.DataFrame({"p_unsafe": p, "pred_category": [""] * n, "rationale": [""] * n})
 
-    def save(self, directory: Path) -> None:  # not needed here
-        raise NotImplementedError
+    def save(self, directory: Path) -> None:
+        io.write_json(Path(directory) / JUDGE_FILE, {"kind": self.kind, "words": self.words})
 
     @classmethod
     def load(cls, directory: Path) -> Judge:
-        raise NotImplementedError
+        return cls(tuple(io.read_json(Path(directory) / JUDGE_FILE)["words"]))
 
 
 def vlguard_by_hand(root: Path) -> Path:
@@ -96,6 +104,7 @@ def test_metrics_match_hand_computed_values(tmp_path: Path, batch_size: int) -> 
     assert m["refused"] == {"missing_image": 1}
     assert max(judge.seen_batches) <= batch_size
     assert m["items_per_second"] > 0 and "official" not in m
+    assert m["judge_stats"] == {"batches": len(judge.seen_batches)}
 
 
 def test_an_empty_item_table_is_an_error_not_a_zero() -> None:
@@ -148,3 +157,17 @@ def test_transfer_score_is_the_mean_over_external_benchmarks() -> None:
     assert t["transfer_score"] == pytest.approx(0.6)
     assert t["transfer_benchmarks"] == ["siuo", "vlguard"]
     assert transfer_score({"own_test": {"balanced_accuracy": 0.9}})["transfer_score"] is None
+
+
+def test_judges_to_score_loads_the_trained_and_builds_the_zero_shot_ones(tmp_path: Path) -> None:
+    WordJudge(("hack",)).save(tmp_path / "trained")
+    zero_shot = {"poison": {"kind": "word_test", "words": ["poison"]}}
+    judges = judges_to_score(["trained", "poison"], tmp_path / "trained", zero_shot)
+    assert list(judges) == ["trained", "poison"]  # order kept: the first fills the top level
+    assert judges["trained"].words == ("hack",) and judges["poison"].words == ("poison",)
+    with pytest.raises(KeyError, match=r"unknown judge 'clue'.*\['trained', 'poison'\]"):
+        judges_to_score(["trained", "clue"], tmp_path / "trained", zero_shot)
+    with pytest.raises(ValueError, match=r"score\.judges is empty"):
+        judges_to_score([], tmp_path / "trained", zero_shot)
+    with pytest.raises(ValueError, match="unknown judge kind 'nope'"):
+        judges_to_score(["x"], tmp_path / "trained", {"x": {"kind": "nope"}})

@@ -12,6 +12,7 @@ from __future__ import annotations
 import copy
 import importlib.metadata
 import logging
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
@@ -23,6 +24,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from safeforge import io
+from safeforge.backends.base import check_keys
 from safeforge.embeddings.features import EMB_COLUMNS
 from safeforge.judges.base import JUDGE_FILE, PREDICTION_SCHEMA, Judge, register_judge
 from safeforge.scoring.metrics import binary_metrics
@@ -101,6 +103,17 @@ class ProbeJudge(Judge):
         self.history: list[dict[str, Any]] = []
         self.best_epoch: int | None = None
         self.selected_on = "val_loss"
+        self.stats: dict[str, int] = {}
+
+    @property
+    def train_summary(self) -> dict[str, Any]:
+        best = self.history[self.best_epoch - 1] if self.best_epoch else None
+        return {
+            "epochs_run": len(self.history),
+            "best_epoch": self.best_epoch,
+            "selected_on": self.selected_on,
+            "best": best,
+        }
 
     # ---- features -------------------------------------------------------------------------
     @staticmethod
@@ -137,8 +150,15 @@ class ProbeJudge(Judge):
 
     # ---- training -------------------------------------------------------------------------
     @classmethod
-    def fit(cls, train: pl.DataFrame, val: pl.DataFrame, config: ProbeConfig) -> ProbeJudge:
+    def fit(
+        cls, train: pl.DataFrame, val: pl.DataFrame, params: Mapping[str, Any] | ProbeConfig
+    ) -> ProbeJudge:
         """Train with AdamW on minibatches; keep the epoch with the best val (else train) loss."""
+        if isinstance(params, ProbeConfig):
+            config = params
+        else:
+            check_keys("judge (probe)", params, {f.name for f in fields(ProbeConfig)})
+            config = ProbeConfig(**params)
         if train.height == 0:
             raise ValueError("probe judge: empty training frame")
         _require_targets(train)

@@ -106,6 +106,7 @@ def render(
         ["benchmark", *SCORE_COLUMNS],
         [[name, *(s.get(c) for c in SCORE_COLUMNS)] for name, s in sorted(scores.items())],
     )
+    out += _side_by_side(scores)
     for name, s in sorted(scores.items()):
         if s.get("by_subset"):
             out += ["", f"### {name} by subset", ""]
@@ -123,6 +124,34 @@ def render(
             out += _table(list(figures), [list(figures.values())])
             out += [f"- {d}" for d in official.get("deviations", [])]
     return "\n".join(out) + "\n"
+
+
+def by_judge(scores: dict[str, dict]) -> dict[str, dict[str, dict]]:
+    """judge -> benchmark -> metrics: the first judge (named by its kind) and the others."""
+    out: dict[str, dict[str, dict]] = {}
+    for bench, s in sorted(scores.items()):
+        out.setdefault(s.get("judge", "judge"), {})[bench] = s
+        for name, m in s.get("other_judges", {}).items():
+            out.setdefault(name, {})[bench] = m
+    return out
+
+
+def _side_by_side(scores: dict[str, dict]) -> list[str]:
+    """Balanced accuracy and AUROC of every judge scored, a row per benchmark."""
+    judges = by_judge(scores)
+    if len(judges) < 2:
+        return []
+    header = ["benchmark"]
+    for j in judges:
+        header += [f"{j} balanced acc.", f"{j} AUROC"]
+    rows = []
+    for bench in sorted(scores):
+        row: list[Any] = [bench]
+        for per in judges.values():
+            m = per.get(bench, {})
+            row += [m.get("balanced_accuracy"), m.get("auroc")]
+        rows.append(row)
+    return ["", "### Judges side by side", "", *_table(header, rows)]
 
 
 def load_metrics(folder: Path) -> tuple[dict[str, dict], dict[str, dict]]:

@@ -7,14 +7,17 @@ shows in `dvc metrics diff` are the ones a user gets on the command line.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import polars as pl
 
 from safeforge.benchmarks.base import OWN_TEST, BenchmarkTable, get_adapter
-from safeforge.judges.base import Judge
+from safeforge.judges.base import Judge, build_judge, load_judge
 from safeforge.scoring.evaluate import evaluate, score_stream
+
+TRAINED = "trained"  # in score.judges: the judge train_judge saved, whatever its kind
 
 
 def judge_inputs(
@@ -69,10 +72,31 @@ def score_benchmark(
         "unmapped_source_categories": dict(sorted(table.unmapped.items())),
         "items_per_second": round(predictions.height / seconds, 2) if seconds > 0 else None,
     }
+    if judge.stats:
+        metrics["judge_stats"] = dict(judge.stats)  # e.g. invalid generations, fallbacks
     official = get_adapter(table.adapter).official if table.adapter else None
     if official is not None:
         metrics["official"] = official(predictions, spec)
     return predictions, metrics
+
+
+def judges_to_score(
+    names: Sequence[str], trained: Path, zero_shot: Mapping[str, Mapping[str, Any]]
+) -> dict[str, Judge]:
+    """score.judges as judges, in order: `trained` is the saved judge in `trained`; any other
+    name is a zero-shot judge built from its config in `zero_shot` (e.g. clue)."""
+    if not names:
+        raise ValueError("score.judges is empty: list at least `trained`")
+    judges = {}
+    for name in names:
+        if name == TRAINED:
+            judges[name] = load_judge(trained)
+        elif name in zero_shot:
+            judges[name] = build_judge(zero_shot[name])
+        else:
+            known = [TRAINED, *sorted(zero_shot)]
+            raise KeyError(f"score.judges: unknown judge {name!r}; known: {known}")
+    return judges
 
 
 def transfer_score(scores: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:

@@ -1,0 +1,158 @@
+"""The relevance scan's encoders: a local CLIP-type model (image-rule cosine, as the paper), or
+MiniLM between the rule text and the MLLM's description of the image plus the request; and the
+choice of the top_k rules at or above the minimum similarity."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from safeforge.backends.base import file_sha256
+from safeforge.cache import RowCache, cache_key
+
+log = logging.getLogger(__name__)
+
+_TEXT_ENCODER: Any = None
+_TEXT_LOCK = threading.Lock()
+
+
+def _text_encoder() -> Any:
+    """One MiniLM per process: it loads on its first cache miss (~5 s)."""
+    global _TEXT_ENCODER
+    with _TEXT_LOCK:
+        if _TEXT_ENCODER is None:
+            from safeforge.embeddings.text import TextEncoder
+
+            _TEXT_ENCODER = TextEncoder()
+    return _TEXT_ENCODER
+
+
+def relevance_text(description: str, text: str) -> str:
+    """What MiniLM compares with each rule: the description (when there is one) and the request."""
+    return f"{description}\nUser's request: {text}" if description else f"User's request: {text}"
+
+
+def text_similarities(queries: list[str], rule_texts: list[str], cache: RowCache) -> np.ndarray:
+    """(queries, rules) MiniLM cosine, embeddings through the row cache."""
+    from safeforge.embeddings.text import cosine_matrix, encode_cached
+
+    encoder = _text_encoder()
+    item_emb = encode_cached(encoder, queries, cache)
+    rule_emb = encode_cached(encoder, rule_texts, cache)
+    return cosine_matrix(item_emb, rule_emb)
+
+
+def top_rules(sims: np.ndarray, top_k: int, min_similarity: float) -> list[list[tuple[int, float]]]:
+    """Per item: (rule index, similarity) of the top_k rules at or above min_similarity,
+    most similar first (ties in constitution order)."""
+    out = []
+    for row in sims:
+        order = np.argsort(-row, kind="stable")
+        kept = [(int(r), float(row[r])) for r in order if row[r] >= min_similarity]
+        out.append(kept[:top_k])
+    return out
+
+
+class ClipScanner:
+    """Image and text embeddings from a local CLIP-type folder (AutoModel + AutoProcessor,
+    never remote code), unit length, cached in the row cache; the model loads on a miss."""
+
+    def __init__(self, folder: str) -> None:
+        from safeforge.backends.hf import folder_fingerprint
+
+        self.folder = Path(folder).expanduser()
+        if not (self.folder / "config.json").exists():
+            raise FileNotFoundError(
+                f"relevance.clip_model={folder!r}: not a model folder (no config.json); "
+                "this judge never downloads"
+            )
+        self.model_id = f"{self.folder}+{folder_fingerprint(self.folder)}"
+        self.model: Any = None
+
+    def _load(self) -> None:
+        from transformers import AutoModel, AutoProcessor
+
+        self.processor = AutoProcessor.from_pretrained(self.folder, trust_remote_code=False)
+        self.model = AutoModel.from_pretrained(self.folder, trust_remote_code=False).eval()
+        text_config = getattr(self.model.config, "text_config", self.model.config)
+        self.max_length = int(getattr(text_config, "max_position_embeddings", 77))
+
+    @staticmethod
+    def _unit(out: Any) -> list[np.ndarray]:
+        tensor = out if hasattr(out, "detach") else out.pooler_output  # transformers 5 wraps it
+        x = tensor.detach().float().numpy()
+        x = x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+        return list(x.astype(np.float32))
+
+    def _image_features(self, paths: list[str]) -> list[np.ndarray]:
+        import torch
+
+        from safeforge.perception.describe import load_rgb
+
+        if self.model is None:
+            self._load()
+        images: dict[int, Image.Image] = {}
+        for i, path in enumerate(paths):
+            try:
+                images[i] = load_rgb(path)
+            except (OSError, ValueError) as err:  # unreadable: cosine 0 with every rule
+                log.warning("clue relevance: cannot read %s (%s)", path, err)
+        out: list[np.ndarray] = []
+        if images:
+            inputs = self.processor(images=list(images.values()), return_tensors="pt")
+            with torch.inference_mode():
+                features = self.model.get_image_features(pixel_values=inputs["pixel_values"])
+            out = self._unit(features)
+        by_index = dict(zip(images, out, strict=True))
+        dim = (out or self._text_features([""]))[0].shape[0]
+        return [by_index.get(i, np.zeros(dim, np.float32)) for i in range(len(paths))]
+
+    def _text_features(self, texts: list[str]) -> list[np.ndarray]:
+        import torch
+
+        if self.model is None:
+            self._load()
+        inputs = self.processor(
+            text=texts,
+            return_tensors="pt",
+            padding=True,
+            truncation=True,
+            max_length=self.max_length,
+        )
+        with torch.inference_mode():
+            return self._unit(
+                self.model.get_text_features(
+                    input_ids=inputs["input_ids"], attention_mask=inputs.get("attention_mask")
+                )
+            )
+
+    def images(self, paths: list[str], cache: RowCache, batch_size: int) -> np.ndarray:
+        rows = cache.map(
+            paths,
+            key_fn=lambda p: cache_key(
+                kind="clip_image_features", model=self.model_id, image=file_sha256(p)
+            ),
+            compute=self._image_features,
+            encode=lambda v: np.asarray(v, np.float32).tobytes(),
+            decode=lambda b: np.frombuffer(b, np.float32),
+            batch_size=batch_size,
+            desc="clue relevance (clip images)",
+        )
+        return np.stack(rows)
+
+    def texts(self, texts: list[str], cache: RowCache, batch_size: int) -> np.ndarray:
+        rows = cache.map(
+            texts,
+            key_fn=lambda t: cache_key(kind="clip_text_features", model=self.model_id, text=t),
+            compute=self._text_features,
+            encode=lambda v: np.asarray(v, np.float32).tobytes(),
+            decode=lambda b: np.frombuffer(b, np.float32),
+            batch_size=batch_size,
+            desc="clue relevance (clip texts)",
+        )
+        return np.stack(rows)
