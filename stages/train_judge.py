@@ -33,7 +33,8 @@ def main() -> None:
     judge = build_judge(params, train, val)
     judge.save(OUT)
     # one row per epoch or step; a zero-shot judge has none, and DVC still needs the file
-    history = pl.DataFrame(judge.history) if judge.history else pl.DataFrame({"epoch": []})
+    empty = {"step": pl.Int64, "train_loss": pl.Float64, "val_loss": pl.Float64}
+    history = pl.DataFrame(judge.history) if judge.history else pl.DataFrame(schema=empty)
     with io.atomic_path("plots/train_judge/history.csv") as tmp:
         history.write_csv(tmp)
     acct.extra.update(

@@ -72,7 +72,13 @@ def test_fit_learns_pair_signal(judge: ProbeJudge, data: dict[str, pl.DataFrame]
     assert (out["pred_category"] == test["category"]).mean() > 0.9
     assert out["rationale"][0].startswith("probe: p_unsafe=")
     assert judge.best_epoch is not None and judge.history
-    assert set(judge.history[0]) == {"epoch", "train_loss", "val_loss", "val_balanced_accuracy"}
+    assert set(judge.history[0]) == {
+        "step",
+        "epoch",
+        "train_loss",
+        "val_loss",
+        "val_balanced_accuracy",
+    }
 
 
 def test_save_load_round_trip(

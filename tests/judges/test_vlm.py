@@ -102,9 +102,9 @@ def judge(request: pytest.FixtureRequest) -> VlmJudge:
 
 
 def _epoch_losses(judge: VlmJudge) -> dict[int, float]:
-    steps = pl.DataFrame(judge.history).filter(pl.col("loss").is_not_null())
-    means = steps.group_by("epoch").agg(pl.col("loss").mean()).sort("epoch")
-    return dict(zip(means["epoch"], means["loss"], strict=True))
+    steps = pl.DataFrame(judge.history).filter(pl.col("train_loss").is_not_null())
+    means = steps.group_by("epoch").agg(pl.col("train_loss").mean()).sort("epoch")
+    return dict(zip(means["epoch"], means["train_loss"], strict=True))
 
 
 def test_fit_lowers_the_training_loss(judge: VlmJudge) -> None:
@@ -117,10 +117,10 @@ def test_history_and_summary(lora_judge: VlmJudge, full_judge: VlmJudge) -> None
     for judge, val_rows in ((lora_judge, 3), (full_judge, 0)):
         keys = {tuple(row) for row in judge.history}
         assert keys == {
-            ("step", "epoch", "loss", "lr", "val_loss", "val_balanced_accuracy", "val_auroc")
+            ("step", "epoch", "train_loss", "lr", "val_loss", "val_balanced_accuracy", "val_auroc")
         }
         val = [r for r in judge.history if r["val_loss"] is not None]
-        steps = [r for r in judge.history if r["loss"] is not None]
+        steps = [r for r in judge.history if r["train_loss"] is not None]
         assert len(val) == val_rows and len(steps) == 6  # 4 rows / batch 2 x 3 epochs
         assert [r["step"] for r in steps] == list(range(1, 7))
         s = judge.train_summary
@@ -128,7 +128,7 @@ def test_history_and_summary(lora_judge: VlmJudge, full_judge: VlmJudge) -> None
         # the train_judge stage adds these itself: the summary must not collide with them
         assert not set(s) & {"judge", "train_rows", "val_rows", "seconds", "rows_in", "stage"}
         assert (s["steps"], s["epochs"], s["rows_trained"]) == (6, 3, 4)
-        assert s["final_loss"] == steps[-1]["loss"]
+        assert s["final_loss"] == steps[-1]["train_loss"]
         assert s["skipped"] == {"train": {}, "val": {}}
         assert 0 < s["trainable_parameters"] < s["total_parameters"]
     assert all(0 <= r["val_balanced_accuracy"] <= 1 for r in lora_judge.history if r["val_loss"])

@@ -40,8 +40,9 @@ class Judge(ABC):
     # scoring computes anything more (e.g. the probe's embeddings) before calling predict
     inputs: ClassVar[tuple[str, ...]] = ("image_path", "text")
     name: str
-    # what fit leaves: the training curve (plots/train_judge/history.csv; empty for a zero-shot
-    # judge) and a JSON-able summary for metrics/train_judge.json
+    # what fit leaves: the training curve (plots/train_judge/history.csv: rows with step,
+    # train_loss and val_loss at least, None where not measured; empty for a zero-shot judge)
+    # and a JSON-able summary for metrics/train_judge.json
     history: list[dict[str, Any]]
     train_summary: dict[str, Any]
     # counters predict keeps across calls (e.g. invalid generations); scoring reports them

@@ -12,6 +12,7 @@ from __future__ import annotations
 import copy
 import importlib.metadata
 import logging
+import math
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
@@ -200,6 +201,7 @@ class ProbeJudge(Judge):
                 opt.step()
                 total += loss.item() * idx.numel()
             row: dict[str, Any] = {
+                "step": epoch * math.ceil(x.shape[0] / cfg.batch_size),  # optimizer steps so far
                 "epoch": epoch,
                 "train_loss": round(total / x.shape[0], 6),
                 "val_loss": None,

@@ -26,7 +26,15 @@ log = logging.getLogger(__name__)
 
 TRAIN_COLUMNS = ("record_id", "image_path", "query", "label", "category")
 TRAIN_COLUMNS += ("risk_analysis", "guidance")
-HISTORY_KEYS = ("step", "epoch", "loss", "lr", "val_loss", "val_balanced_accuracy", "val_auroc")
+HISTORY_KEYS = (
+    "step",
+    "epoch",
+    "train_loss",
+    "lr",
+    "val_loss",
+    "val_balanced_accuracy",
+    "val_auroc",
+)
 
 
 def require_columns(df: pl.DataFrame, split: str) -> None:
@@ -121,13 +129,13 @@ def train_loop(judge: VlmJudge, train: pl.DataFrame, val: pl.DataFrame) -> None:
             opt.zero_grad(set_to_none=True)
             step += 1
             row = empty_row() | {"step": step, "epoch": epoch, "lr": lr}
-            judge.history.append(row | {"loss": round(sum(losses) / len(losses), 6)})
+            judge.history.append(row | {"train_loss": round(sum(losses) / len(losses), 6)})
         if val_rows:
             val_row = empty_row() | {"step": step, "epoch": epoch} | validate(judge, val_rows)
             judge.history.append(val_row)
             log.info("vlm judge: epoch %d val %s", epoch, val_row)
     judge.model.eval()
-    trained = [r for r in judge.history if r["loss"] is not None]
+    trained = [r for r in judge.history if r["train_loss"] is not None]
     judge.train_summary = {
         "finetune": cfg.finetune,
         "device": str(judge.device),
@@ -137,7 +145,7 @@ def train_loop(judge: VlmJudge, train: pl.DataFrame, val: pl.DataFrame) -> None:
         "rows_trained": len(rows),  # after skips; the stage reports its input
         "rows_validated": len(val_rows),
         "skipped": {"train": dict(skipped_train), "val": dict(skipped_val)},
-        "final_loss": trained[-1]["loss"],
+        "final_loss": trained[-1]["train_loss"],
         "trainable_parameters": sum(p.numel() for p in trainable),
         "total_parameters": sum(p.numel() for p in judge.model.parameters()),
         "val_loss": val_row["val_loss"],
