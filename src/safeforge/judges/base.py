@@ -8,6 +8,7 @@ files that kind needs; `load_judge` reads "kind" and hands the folder to the reg
 from __future__ import annotations
 
 import importlib
+import importlib.metadata
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from pathlib import Path
@@ -100,3 +101,11 @@ def load_judge(directory: Path) -> Judge:
     if not path.is_file():
         raise FileNotFoundError(f"no {JUDGE_FILE} in {directory}: not a saved judge")
     return judge_class(io.read_json(path).get("kind"), where=str(path)).load(Path(directory))
+
+
+def safeforge_version() -> str:
+    """The installed safeforge version, recorded in each judge.json."""
+    try:
+        return importlib.metadata.version("safeforge")
+    except importlib.metadata.PackageNotFoundError:
+        return "unknown"

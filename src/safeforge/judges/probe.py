@@ -10,7 +10,6 @@ tiny beside 1024 unit-variance image dims, and the head memorised image noise in
 from __future__ import annotations
 
 import copy
-import importlib.metadata
 import logging
 import math
 from collections.abc import Mapping
@@ -27,7 +26,13 @@ from torch import nn
 from safeforge import io
 from safeforge.backends.base import check_keys
 from safeforge.embeddings.features import EMB_COLUMNS
-from safeforge.judges.base import JUDGE_FILE, PREDICTION_SCHEMA, Judge, register_judge
+from safeforge.judges.base import (
+    JUDGE_FILE,
+    PREDICTION_SCHEMA,
+    Judge,
+    register_judge,
+    safeforge_version,
+)
 from safeforge.scoring.metrics import binary_metrics
 
 log = logging.getLogger(__name__)
@@ -271,7 +276,7 @@ class ProbeJudge(Judge):
                 "best_epoch": self.best_epoch,
                 "selected_on": self.selected_on,
                 "history": self.history,
-                "safeforge_version": _version(),
+                "safeforge_version": safeforge_version(),
             },
         )
 
@@ -288,10 +293,3 @@ class ProbeJudge(Judge):
         judge.history, judge.best_epoch = meta.get("history", []), meta.get("best_epoch")
         judge.selected_on = meta.get("selected_on", "val_loss")
         return judge
-
-
-def _version() -> str:
-    try:
-        return importlib.metadata.version("safeforge")
-    except importlib.metadata.PackageNotFoundError:
-        return "unknown"

@@ -4,7 +4,6 @@ fallback reasoning and summaries in one batch each), every call through the row 
 
 from __future__ import annotations
 
-import importlib.metadata
 import logging
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -17,7 +16,13 @@ from safeforge import io
 from safeforge.backends.base import Backend, ChatRequest, Reply
 from safeforge.backends.cached import cached_complete
 from safeforge.cache import RowCache
-from safeforge.judges.base import JUDGE_FILE, PREDICTION_SCHEMA, Judge, register_judge
+from safeforge.judges.base import (
+    JUDGE_FILE,
+    PREDICTION_SCHEMA,
+    Judge,
+    register_judge,
+    safeforge_version,
+)
 
 from .centre import CENTRE_DIR, centre_removed_path
 from .config import ClueConfig
@@ -33,7 +38,6 @@ log = logging.getLogger(__name__)
 @register_judge
 class ClueJudge(Judge):
     kind = "clue"
-    inputs = ("image_path", "text")
 
     def __init__(
         self, config: ClueConfig, constitution: Constitution, backend: Backend | None = None
@@ -267,7 +271,7 @@ class ClueJudge(Judge):
                 "config": self.config.to_params(),
                 "constitution": self.constitution.to_dict(),
                 "train_summary": self.train_summary,
-                "safeforge_version": _version(),
+                "safeforge_version": safeforge_version(),
             },
         )
 
@@ -276,10 +280,3 @@ class ClueJudge(Judge):
         """Rebuild from judge.json alone: the constitution as loaded, not conf/."""
         meta = io.read_json(Path(directory) / JUDGE_FILE)
         return cls.from_params(meta["config"], Constitution.from_dict(meta["constitution"]))
-
-
-def _version() -> str:
-    try:
-        return importlib.metadata.version("safeforge")
-    except importlib.metadata.PackageNotFoundError:
-        return "unknown"

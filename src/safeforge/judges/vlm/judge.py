@@ -10,7 +10,6 @@ replies that do not validate against the schema are counted in `stats`.
 
 from __future__ import annotations
 
-import importlib.metadata
 import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict
@@ -22,7 +21,13 @@ import torch
 from PIL import Image
 
 from safeforge import io
-from safeforge.judges.base import JUDGE_FILE, PREDICTION_SCHEMA, Judge, register_judge
+from safeforge.judges.base import (
+    JUDGE_FILE,
+    PREDICTION_SCHEMA,
+    Judge,
+    register_judge,
+    safeforge_version,
+)
 from safeforge.judges.vlm import batch as batching
 from safeforge.judges.vlm.config import VlmConfig, resolve_device, resolve_dtype
 from safeforge.judges.vlm.model import (
@@ -53,7 +58,6 @@ log = logging.getLogger(__name__)
 @register_judge
 class VlmJudge(Judge):
     kind = "vlm"
-    inputs = ("image_path", "text")
 
     def __init__(
         self, config: VlmConfig, categories: list[str], model: Any, processor: Any
@@ -225,7 +229,7 @@ class VlmJudge(Judge):
                 "categories": self.categories,
                 "history": self.history,
                 "train_summary": self.train_summary,
-                "safeforge_version": _version(),
+                "safeforge_version": safeforge_version(),
             },
         )
 
@@ -238,10 +242,3 @@ class VlmJudge(Judge):
         judge = cls(cfg, list(meta["categories"]), model.eval(), processor)
         judge.history, judge.train_summary = meta.get("history", []), meta.get("train_summary", {})
         return judge
-
-
-def _version() -> str:
-    try:
-        return importlib.metadata.version("safeforge")
-    except importlib.metadata.PackageNotFoundError:
-        return "unknown"
