@@ -285,6 +285,14 @@ def test_the_shipped_config_parses() -> None:
     assert ClueConfig.from_params(config.to_params()) == config
 
 
+def test_a_missing_model_folder_names_the_keys_to_set(tmp_path) -> None:
+    params = yaml.safe_load((ROOT / "conf/judge/clue.yaml").read_text(encoding="utf-8"))
+    params.pop("kind")
+    params["backend"]["model"] = str(tmp_path / "no-model")
+    with pytest.raises(FileNotFoundError, match=r"zero_shot\.clue\.backend.*no-model"):
+        ClueJudge.from_params(params)
+
+
 # ---- end to end: the real hf backend, the tiny random LLaVA and CLIP ---------------------------
 class Recording(Backend):
     """The real backend, with every request it computes and its reply written down."""

@@ -110,8 +110,8 @@ class HFBackend(Backend):
             folder = Path(model).expanduser()
             if not (folder / "config.json").exists():
                 raise FileNotFoundError(
-                    f"generator.model={model!r}: not a model folder (no config.json) and not a "
-                    f"packaged model ({sorted(PACKAGED)}); this backend never downloads"
+                    f"hf backend: model={model!r} is not a model folder (no config.json) and not "
+                    f"a packaged model ({sorted(PACKAGED)}); this backend never downloads"
                 )
         self.model_id = model
         self.revision = f"{revision or 'local'}+{folder_fingerprint(folder)}"

@@ -48,7 +48,13 @@ class ClueJudge(Judge):
         self.config, self.constitution = config, constitution
         self.scoring = Scoring.from_config(config)
         self.prompts = Prompts.from_config(config)
-        self.backend = backend or make_backend(config.backend)
+        try:
+            self.backend = backend or make_backend(config.backend)
+        except (FileNotFoundError, ValueError) as err:  # name the key the user has to set
+            raise type(err)(
+                f"clue judge: its backend (judge.backend, or zero_shot.clue.backend beside a "
+                f"trained judge) cannot be built: {err}"
+            ) from err
         if not self.backend.supports_images:
             raise ValueError(
                 "judge (clue): the backend takes no images; CLUE needs a VLM (backend.images: true)"
