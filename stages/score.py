@@ -80,7 +80,7 @@ def main() -> None:
     ocr = p["describe"]["ocr_min_confidence"] if params["ocr"] else None
     judges = judges_to_score(params["judges"], Path("data/train_judge/judge"), p["zero_shot"])
     out, others = Path("data/score") / name, {}
-    for i, (judge_name, judge) in enumerate(judges.items()):
+    for i, (judge_name, judge) in enumerate(judges):
         predictions, metrics = score_benchmark(
             judge, table, spec, params["threshold"], params["batch_size"], ocr
         )
@@ -93,6 +93,7 @@ def main() -> None:
             path = out / f"predictions.{judge_name}.parquet"
             write_table(path, predictions, suite="predictions")
             others[judge_name] = metrics
+        del judge  # released before the next one loads: one model in memory at a time
     if others:
         acct.extra["other_judges"] = others
     acct.finish(f"metrics/score/{name}.json", dropped_path=out / "refused.parquet")

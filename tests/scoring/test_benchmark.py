@@ -162,7 +162,7 @@ def test_transfer_score_is_the_mean_over_external_benchmarks() -> None:
 def test_judges_to_score_loads_the_trained_and_builds_the_zero_shot_ones(tmp_path: Path) -> None:
     WordJudge(("hack",)).save(tmp_path / "trained")
     zero_shot = {"poison": {"kind": "word_test", "words": ["poison"]}}
-    judges = judges_to_score(["trained", "poison"], tmp_path / "trained", zero_shot)
+    judges = dict(judges_to_score(["trained", "poison"], tmp_path / "trained", zero_shot))
     assert list(judges) == ["trained", "poison"]  # order kept: the first fills the top level
     assert judges["trained"].words == ("hack",) and judges["poison"].words == ("poison",)
     with pytest.raises(KeyError, match=r"unknown judge 'clue'.*\['trained', 'poison'\]"):

@@ -7,14 +7,14 @@ shows in `dvc metrics diff` are the ones a user gets on the command line.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import polars as pl
 
 from safeforge.benchmarks.base import OWN_TEST, BenchmarkTable, get_adapter
-from safeforge.judges.base import Judge, build_judge, load_judge
+from safeforge.judges.base import Judge, build_judge, judge_class, load_judge
 from safeforge.scoring.evaluate import evaluate, score_stream
 
 TRAINED = "trained"  # in score.judges: the judge train_judge saved, whatever its kind
@@ -82,21 +82,26 @@ def score_benchmark(
 
 def judges_to_score(
     names: Sequence[str], trained: Path, zero_shot: Mapping[str, Mapping[str, Any]]
-) -> dict[str, Judge]:
-    """score.judges as judges, in order: `trained` is the saved judge in `trained`; any other
-    name is a zero-shot judge built from its config in `zero_shot` (e.g. clue)."""
+) -> Iterator[tuple[str, Judge]]:
+    """score.judges as (name, judge), in order: `trained` is the saved judge in `trained`; any
+    other name is a zero-shot judge built from its config in `zero_shot` (e.g. clue).
+
+    Names and kinds are checked now; each judge is loaded only when its turn comes, so two
+    VLM judges never hold GPU memory at once."""
     if not names:
         raise ValueError("score.judges is empty: list at least `trained`")
-    judges = {}
     for name in names:
         if name == TRAINED:
-            judges[name] = load_judge(trained)
-        elif name in zero_shot:
-            judges[name] = build_judge(zero_shot[name])
-        else:
+            continue
+        if name not in zero_shot:
             known = [TRAINED, *sorted(zero_shot)]
             raise KeyError(f"score.judges: unknown judge {name!r}; known: {known}")
-    return judges
+        judge_class(zero_shot[name].get("kind"), where=f"zero_shot.{name}.kind")
+
+    def load(name: str) -> Judge:
+        return load_judge(trained) if name == TRAINED else build_judge(zero_shot[name])
+
+    return ((name, load(name)) for name in names)
 
 
 def transfer_score(scores: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:

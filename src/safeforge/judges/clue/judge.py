@@ -16,6 +16,7 @@ from safeforge import io
 from safeforge.backends.base import Backend, ChatRequest, Reply
 from safeforge.backends.cached import cached_complete
 from safeforge.cache import RowCache
+from safeforge.embeddings.text import TextEncoder
 from safeforge.judges.base import (
     JUDGE_FILE,
     PREDICTION_SCHEMA,
@@ -62,6 +63,7 @@ class ClueJudge(Judge):
         self.clip = (
             ClipScanner(config.relevance.clip_model) if config.relevance.clip_model else None
         )
+        self.text_encoder = TextEncoder()  # MiniLM loads on its first cache miss, if any
         self.history: list[dict[str, Any]] = []
         self.stats: dict[str, int] = dict.fromkeys(
             ("calls", "fallbacks", "invalid_fallbacks", "failed_calls"), 0
@@ -161,7 +163,7 @@ class ClueJudge(Judge):
                     self.stats["failed_calls"] += 1
                 descriptions[path] = " ".join(reply.text.split()) if reply.ok else ""
         queries = [relevance_text(descriptions.get(paths[i]) or "", texts[i]) for i in by_text]
-        sims[by_text] = text_similarities(queries, rule_texts, self.cache)
+        sims[by_text] = text_similarities(self.text_encoder, queries, rule_texts, self.cache)
         return sims
 
     def relevant_rules(self, sims: np.ndarray) -> list[list[tuple[int, float]]]:

@@ -5,7 +5,7 @@ choice of the top_k rules at or above the minimum similarity."""
 from __future__ import annotations
 
 import logging
-import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -17,31 +17,18 @@ from safeforge.cache import RowCache, cache_key
 
 log = logging.getLogger(__name__)
 
-_TEXT_ENCODER: Any = None
-_TEXT_LOCK = threading.Lock()
-
-
-def _text_encoder() -> Any:
-    """One MiniLM per process: it loads on its first cache miss (~5 s)."""
-    global _TEXT_ENCODER
-    with _TEXT_LOCK:
-        if _TEXT_ENCODER is None:
-            from safeforge.embeddings.text import TextEncoder
-
-            _TEXT_ENCODER = TextEncoder()
-    return _TEXT_ENCODER
-
 
 def relevance_text(description: str, text: str) -> str:
     """What MiniLM compares with each rule: the description (when there is one) and the request."""
     return f"{description}\nUser's request: {text}" if description else f"User's request: {text}"
 
 
-def text_similarities(queries: list[str], rule_texts: list[str], cache: RowCache) -> np.ndarray:
-    """(queries, rules) MiniLM cosine, embeddings through the row cache."""
+def text_similarities(
+    encoder: Any, queries: list[str], rule_texts: list[str], cache: RowCache
+) -> np.ndarray:
+    """(queries, rules) MiniLM cosine (a TextEncoder), embeddings through the row cache."""
     from safeforge.embeddings.text import cosine_matrix, encode_cached
 
-    encoder = _text_encoder()
     item_emb = encode_cached(encoder, queries, cache)
     rule_emb = encode_cached(encoder, rule_texts, cache)
     return cosine_matrix(item_emb, rule_emb)
@@ -132,27 +119,31 @@ class ClipScanner:
             )
 
     def images(self, paths: list[str], cache: RowCache, batch_size: int) -> np.ndarray:
-        rows = cache.map(
-            paths,
-            key_fn=lambda p: cache_key(
-                kind="clip_image_features", model=self.model_id, image=file_sha256(p)
-            ),
-            compute=self._image_features,
-            encode=lambda v: np.asarray(v, np.float32).tobytes(),
-            decode=lambda b: np.frombuffer(b, np.float32),
-            batch_size=batch_size,
-            desc="clue relevance (clip images)",
-        )
-        return np.stack(rows)
+        return self._cached(paths, cache, batch_size, "image", self._image_features, file_sha256)
 
     def texts(self, texts: list[str], cache: RowCache, batch_size: int) -> np.ndarray:
+        return self._cached(texts, cache, batch_size, "text", self._text_features, str)
+
+    def _cached(
+        self,
+        items: list[str],
+        cache: RowCache,
+        batch_size: int,
+        what: str,
+        compute: Callable[[list[str]], list[np.ndarray]],
+        content: Callable[[str], str],
+    ) -> np.ndarray:
+        """(items, dim) features through the row cache, keyed by the model and `content(item)`
+        (an image file's hash, a text itself)."""
         rows = cache.map(
-            texts,
-            key_fn=lambda t: cache_key(kind="clip_text_features", model=self.model_id, text=t),
-            compute=self._text_features,
+            items,
+            key_fn=lambda x: cache_key(
+                kind=f"clip_{what}_features", model=self.model_id, **{what: content(x)}
+            ),
+            compute=compute,
             encode=lambda v: np.asarray(v, np.float32).tobytes(),
             decode=lambda b: np.frombuffer(b, np.float32),
             batch_size=batch_size,
-            desc="clue relevance (clip texts)",
+            desc=f"clue relevance (clip {what}s)",
         )
         return np.stack(rows)
