@@ -64,6 +64,16 @@ def test_check_fails_when_the_folder_is_not_that_benchmark(tmp_path, capsys) -> 
     assert "known:" in capsys.readouterr().err
 
 
+def test_check_names_a_wrong_conf_key(tmp_path, capsys) -> None:
+    root = siuo_folder(tmp_path / "siuo")
+    argv = ["bench", "check", "siuo", "--root", str(root), "--json"]
+    code, out = run_json(capsys, [*argv, "--set", "+benchmarks.siuo.lable=safe"])
+    assert code == 2
+    assert out["error"].startswith("benchmarks.siuo.lable: not a key of this adapter")
+    code, summary = run_json(capsys, argv)
+    assert code == 0 and summary["version"].startswith("sinwang20/SIUO@")
+
+
 @pytest.fixture(scope="module")
 def saved_probe(tmp_path_factory) -> Path:
     rng = np.random.default_rng(1)

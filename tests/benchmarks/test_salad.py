@@ -155,7 +155,7 @@ def test_malformed_records_name_file_and_record(
 ) -> None:
     write_data(tmp_path, json.dumps(records))
     with pytest.raises(BenchmarkFormatError) as err:
-        list(get_adapter("salad").read(tmp_path, spec()))
+        list(get_adapter(spec()["adapter"]).read(tmp_path, spec()))
     assert err.value.where == where
     assert reason in err.value.reason
     assert "data/data.json" in str(err.value)

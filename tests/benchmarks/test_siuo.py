@@ -91,7 +91,7 @@ def test_sample_records_load(tmp_path: Path) -> None:
 
 def test_label_comes_from_the_conf(tmp_path: Path) -> None:
     write_data(tmp_path, [own(1, "a.png")])
-    items = list(get_adapter("siuo").read(tmp_path, {**spec(), "label": "safe"}))
+    items = list(get_adapter(spec()["adapter"]).read(tmp_path, {**spec(), "label": "safe"}))
     assert [i["label"] for i in items] == ["safe"]
     assert items[0]["image"] == "data/images/a.png"
 
@@ -149,7 +149,7 @@ def test_malformed_records_name_file_and_record(
 ) -> None:
     write_data(tmp_path, json.dumps(records))
     with pytest.raises(BenchmarkFormatError) as err:
-        list(get_adapter("siuo").read(tmp_path, spec()))
+        list(get_adapter(spec()["adapter"]).read(tmp_path, spec()))
     assert err.value.where == where
     assert reason in err.value.reason
     assert "data/siuo_gen.json" in str(err.value)

@@ -1,11 +1,11 @@
-"""Benchmarks read natively: one adapter module per published format (see base.py).
+"""Benchmarks read natively: one adapter module per published format (see base.py), and one
+generic reader for lists of records (records.py, adapter `json_records`) that needs only a conf.
 
-Importing the package imports every adapter module beside base.py, which registers it.
+The adapter modules are imported here, by name: importing one registers its adapter in
+base.ADAPTERS, and any import of this package's modules runs this first, so the registry is full
+before anyone asks it. A new format's module goes in this list.
 """
 
-import importlib
-import pkgutil
+from safeforge.benchmarks import figstep, mmsafeaware, mmsafetybench, mssbench, records, vlguard
 
-for _module in pkgutil.iter_modules(__path__):
-    if _module.name != "base":
-        importlib.import_module(f"{__name__}.{_module.name}")
+ADAPTER_MODULES = (figstep, mmsafeaware, mmsafetybench, mssbench, records, vlguard)

@@ -1,7 +1,11 @@
 """Reading a benchmark as its authors publish it into the common item table.
 
 An adapter (one module per format, registered with `@register_adapter`) turns the native files
-under a root folder into raw items; everything every benchmark needs is done once, here:
+under a root folder into raw items. The package's __init__ imports every adapter module, so the
+registry is full whenever this module can be imported (Python runs the package first); this
+module imports no other project module. Any benchmark whose annotation file is a list of
+records needs no module: the `json_records` adapter (records.py) reads it by the field names
+its conf names. Everything every benchmark needs is done once, here:
 image paths are resolved inside the root (absolute paths, `..` and links out of it are refused),
 missing and unreadable images are counted as refusals (never a crash), source categories map to
 the project taxonomy, and an empty benchmark is an error rather than a score of 0.
@@ -22,6 +26,8 @@ from typing import Any, TypedDict
 import polars as pl
 from PIL import Image
 
+from safeforge.labels import LABELS
+
 log = logging.getLogger(__name__)
 
 ITEM_SCHEMA = {
@@ -34,14 +40,19 @@ ITEM_SCHEMA = {
     "source_category": pl.String,  # the benchmark's own category, "" when it has none
 }
 REFUSED_SCHEMA = {"item_id": pl.String, "image": pl.String, "reason": pl.String}
-LABELS = ("safe", "unsafe")
 UNSPECIFIED, UNMAPPED = "unspecified", "unmapped"
-# the dataset's own test split: scored like a benchmark, never part of the transfer score
-OWN_TEST = "own_test"
+# keys every conf/benchmarks/<name>.yaml may hold whatever its adapter: `version` says which
+# release of the benchmark's files the conf reads (e.g. repo@commit); `categories` is its map
+# into the project taxonomy (conf/taxonomy/maps/<name>.yaml)
+COMMON_KEYS = ("adapter", "root", "version", "categories")
 
 
 class BenchmarkError(ValueError):
     """The folder is not (a readable copy of) the benchmark it was named as."""
+
+
+class BenchmarkConfigError(BenchmarkError):
+    """A benchmark's conf entry (conf/benchmarks/<name>.yaml) is wrong; names the key."""
 
 
 class BenchmarkFormatError(BenchmarkError):
@@ -64,6 +75,8 @@ class RawItem(TypedDict):
 
 ReadFn = Callable[[Path, Mapping[str, Any]], Iterable[RawItem]]
 OfficialFn = Callable[[pl.DataFrame, Mapping[str, Any]], dict[str, Any]]
+# checks a conf entry before reading, raising BenchmarkConfigError that names `where`.key
+CheckFn = Callable[[Mapping[str, Any], str], None]
 
 
 @dataclass(frozen=True)
@@ -72,22 +85,24 @@ class Adapter:
     read: ReadFn
     # the benchmark's own headline metrics from a predictions table, where it defines any
     official: OfficialFn | None = None
+    check: CheckFn | None = None
 
 
+# filled by the adapter modules, which the package's __init__ imports (by name, not by search)
 ADAPTERS: dict[str, Adapter] = {}
 
 
-def register_adapter(name: str, official: OfficialFn | None = None) -> Callable[[ReadFn], ReadFn]:
+def register_adapter(
+    name: str, official: OfficialFn | None = None, check: CheckFn | None = None
+) -> Callable[[ReadFn], ReadFn]:
     def wrap(read: ReadFn) -> ReadFn:
-        ADAPTERS[name] = Adapter(name, read, official)
+        ADAPTERS[name] = Adapter(name, read, official, check)
         return read
 
     return wrap
 
 
 def get_adapter(name: str) -> Adapter:
-    import safeforge.benchmarks  # noqa: F401  (importing the package registers every adapter)
-
     if name not in ADAPTERS:
         raise KeyError(f"unknown benchmark adapter {name!r}; known: {sorted(ADAPTERS)}")
     return ADAPTERS[name]
@@ -155,6 +170,24 @@ def read_json_list(path: Path) -> list[Any]:
     return records
 
 
+def read_json_lines(path: Path) -> Iterator[tuple[int, Any]]:
+    """(line number, value) for each non-blank line of a JSON Lines file; a line that is not
+    JSON (or not UTF-8) names its number. Only a newline ends a line (JSON Lines)."""
+    with open(path, "rb") as f:
+        for number, raw in enumerate(f, start=1):
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as err:
+                raise BenchmarkFormatError(path, number, f"not UTF-8 text ({err})") from None
+            if not line.strip():
+                continue
+            try:
+                value = json.loads(line)
+            except json.JSONDecodeError as err:
+                raise BenchmarkFormatError(path, number, f"not valid JSON ({err.msg})") from None
+            yield number, value
+
+
 # ---- images ----------------------------------------------------------------------------------
 def resolve_image(root: Path, relative: str | None) -> tuple[Path | None, str | None]:
     """The image's real path inside `root`, or (None, refusal reason)."""
@@ -191,6 +224,7 @@ class BenchmarkTable:
     refused: pl.DataFrame  # REFUSED_SCHEMA: item_id, image as published, reason
     unmapped: dict[str, int] = field(default_factory=dict)  # source category -> items
     adapter: str | None = None  # the adapter that read it; None for the own test split
+    version: str | None = None  # the conf's `version`: which release of the files it reads
 
     def summary(self) -> dict[str, Any]:
         def counts(df: pl.DataFrame, col: str) -> dict[str, int]:
@@ -198,6 +232,7 @@ class BenchmarkTable:
 
         return {
             "benchmark": self.name,
+            "version": self.version,
             "root": str(self.root),
             "items": self.items.height,
             "refused": self.refused.height,
@@ -256,6 +291,8 @@ def load_benchmark(
     if not root.is_dir():
         raise BenchmarkError(f"benchmark {name!r}: root {root} is not a folder")
     adapter = get_adapter(spec["adapter"])
+    if adapter.check is not None:
+        adapter.check(spec, f"benchmarks.{name}")
     to_category = category_mapper(spec.get("categories") or {}, taxonomy)
     rows: list[dict[str, Any]] = []
     refused: list[dict[str, Any]] = []
@@ -298,6 +335,7 @@ def load_benchmark(
         pl.DataFrame(refused, schema=REFUSED_SCHEMA),
         unmapped,
         adapter.name,
+        None if spec.get("version") is None else str(spec["version"]),
     )
     if refused:
         log.warning("%s: refused %s", name, dict(Counter(r["reason"] for r in refused)))
