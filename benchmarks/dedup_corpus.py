@@ -24,7 +24,7 @@ import numpy as np
 import polars as pl
 from PIL import Image, ImageDraw, ImageEnhance, ImageFont, ImageOps
 
-from safeforge.dedup.perceptual import phash
+from safeforge.images.phash import phash
 from safeforge.sources.skimage_samples import bundled_samples
 
 TRANSFORMS = ("resize", "jpeg", "crop", "brightness", "rotate", "text")

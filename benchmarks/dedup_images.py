@@ -32,7 +32,7 @@ from safeforge.dedup.clusters import clusters
 from safeforge.dedup.images import image_clusters
 from safeforge.embeddings.images import image_file_features
 from safeforge.images.ingest import pixel_sha256
-from safeforge.perception.describe import load_rgb
+from safeforge.images.load import load_rgb
 
 DEFAULT_PHASH, DEFAULT_COSINE = (
     compose()["dedup"][k] for k in ("phash_max_distance", "semantic_min_cosine")

@@ -21,7 +21,8 @@ import numpy as np
 import polars as pl
 
 from safeforge.config import compose
-from safeforge.dedup.minhash import near_duplicate_pairs, shingles, signatures
+from safeforge.dedup.minhash import near_duplicate_pairs
+from safeforge.embeddings.minhash import shingles, signatures
 
 CONF = compose()
 NUM_PERM, NGRAM, SEED = (CONF["embed"]["minhash"][k] for k in ("num_perm", "ngram", "seed"))

@@ -15,8 +15,8 @@ from pathlib import Path
 
 from safeforge.backends import ChatRequest, Sampling, make_backend
 from safeforge.cache import RowCache
+from safeforge.chain.chat import Chat, Prompts
 from safeforge.config import compose
-from safeforge.generate.chain import Chat, Prompts
 from safeforge.generate.rms import write_records
 from safeforge.sources.skimage_samples import export
 

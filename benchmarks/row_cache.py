@@ -15,8 +15,7 @@ import polars as pl
 
 from safeforge.cache import RowCache
 from safeforge.embeddings.text import TextEncoder, encode_cached
-from safeforge.perception.describe import nsfw_cached
-from safeforge.perception.nsfw import NsfwModel
+from safeforge.perception.nsfw import NsfwModel, nsfw_cached
 from safeforge.sources.skimage_samples import export
 
 

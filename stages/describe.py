@@ -13,8 +13,8 @@ import logging
 from pathlib import Path
 
 from safeforge.cache import RowCache
+from safeforge.chain.chat import Prompts, open_chat
 from safeforge.config import stage_params
-from safeforge.generate.chain import Prompts, open_chat
 from safeforge.metrics import StageAccounting
 from safeforge.perception.describe import describe
 from safeforge.perception.nsfw import NsfwModel

@@ -21,9 +21,9 @@ import polars as pl
 
 from safeforge import io
 from safeforge.cache import RowCache
+from safeforge.chain.chat import Prompts, open_chat
 from safeforge.config import stage_params
 from safeforge.embeddings.text import TextEncoder, encode_cached
-from safeforge.generate.chain import Prompts, open_chat
 from safeforge.generate.records import build_records, fit_scores
 from safeforge.generate.rms import write_records
 from safeforge.generate.scenarios import load_library

@@ -11,8 +11,7 @@ from pathlib import Path
 from safeforge import io
 from safeforge.config import stage_params
 from safeforge.metrics import StageAccounting
-from safeforge.report.card import by_judge, load_metrics, render
-from safeforge.scoring.benchmark import transfer_score
+from safeforge.report.card import by_judge, load_metrics, render, transfer_score
 from safeforge.stage import log, read_table, run
 
 PARAMS = ("report", "score")

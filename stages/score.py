@@ -25,13 +25,12 @@ from pathlib import Path
 import polars as pl
 
 from safeforge.benchmarks.base import (
-    OWN_TEST,
     REFUSED_SCHEMA,
     BenchmarkError,
     BenchmarkTable,
     load_benchmark,
 )
-from safeforge.config import stage_params
+from safeforge.config import OWN_TEST, stage_params
 from safeforge.metrics import StageAccounting
 from safeforge.scoring.benchmark import judges_to_score, score_benchmark
 from safeforge.scoring.evaluate import write_plots
@@ -40,7 +39,7 @@ from safeforge.stage import read_table, run, write_table
 PARAMS = ("score", "describe", "taxonomy", "zero_shot", "benchmarks.${item}")
 
 
-def own_test_items(split: str) -> BenchmarkTable:
+def own_test_items(split: str, version: str | None = None) -> BenchmarkTable:
     """The split's records with the features embed made for them, their image and query: the
     inputs of every kind of judge."""
     dataset = read_table("data/split/dataset.parquet").filter(pl.col("split") == split)
@@ -56,7 +55,9 @@ def own_test_items(split: str) -> BenchmarkTable:
         "description_emb",
         "image_emb",
     )
-    return BenchmarkTable(OWN_TEST, Path("data/split"), items, pl.DataFrame(schema=REFUSED_SCHEMA))
+    return BenchmarkTable(
+        OWN_TEST, Path("data/split"), items, pl.DataFrame(schema=REFUSED_SCHEMA), version=version
+    )
 
 
 def main() -> None:
@@ -66,7 +67,7 @@ def main() -> None:
     if name not in params["benchmarks"]:
         raise KeyError(f"score: {name!r} is not in score.benchmarks {params['benchmarks']}")
     if spec["adapter"] == OWN_TEST:
-        table = own_test_items(spec["split"])
+        table = own_test_items(spec["split"], spec.get("version"))
     else:
         if not spec["root"]:
             raise BenchmarkError(

@@ -8,8 +8,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+from safeforge.config import load_params
+
 ROOT = Path(__file__).resolve().parents[1]
 # the team's shared folder: beside the checkout, or named by SAFEFORGE_SHARED (e.g. in CI)
+# conf/'s defaults as committed (test_contract checks params.yaml is conf/ composed)
+PARAMS = load_params(ROOT / "params.yaml")
 SHARED_SAMPLES = (
     Path(os.environ.get("SAFEFORGE_SHARED", ROOT.parent / "shared")) / "benchmarks" / "samples"
 )

@@ -15,7 +15,12 @@ import sys
 from pathlib import Path
 
 from safeforge import config, io
-from safeforge.benchmarks.base import OWN_TEST
+from safeforge.benchmarks.base import BenchmarkError, load_benchmark
+from safeforge.config import OWN_TEST
+from safeforge.judges.base import build_judge, load_judge
+from safeforge.report.card import SCORE_COLUMNS
+from safeforge.scoring.benchmark import score_benchmark
+from safeforge.stage import setup_logging
 
 
 def cmd_params(args: argparse.Namespace) -> int:
@@ -44,7 +49,6 @@ def _bench_config(args: argparse.Namespace) -> dict:
 
 
 def _load_table(args: argparse.Namespace, cfg: dict, verify_images: bool = True):
-    from safeforge.benchmarks.base import load_benchmark
 
     specs = cfg["benchmarks"]
     if args.name not in specs or specs[args.name]["adapter"] == OWN_TEST:
@@ -93,7 +97,6 @@ def cmd_bench_list(args: argparse.Namespace) -> int:
 
 def cmd_bench_check(args: argparse.Namespace) -> int:
     """read a benchmark and report items, labels, subsets, refusals; exit 2 if it is not one"""
-    from safeforge.benchmarks.base import BenchmarkError
 
     cfg = _bench_config(args)
     try:
@@ -115,10 +118,6 @@ def cmd_bench_check(args: argparse.Namespace) -> int:
 
 def cmd_bench_score(args: argparse.Namespace) -> int:
     """score a saved judge, or a zero-shot one from conf, on a benchmark; print its metrics"""
-    from safeforge.benchmarks.base import BenchmarkError
-    from safeforge.judges.base import build_judge, load_judge
-    from safeforge.report.card import SCORE_COLUMNS
-    from safeforge.scoring.benchmark import score_benchmark
 
     cfg = _bench_config(args)
     try:
@@ -220,8 +219,6 @@ def main(argv: list[str] | None = None) -> int:
     _bench_parser(sub)
     args = parser.parse_args(argv)
     if args.command == "bench":
-        from safeforge.stage import setup_logging
-
         setup_logging()
         try:
             return args.func(args)

@@ -7,13 +7,16 @@ so the keys listed in dvc.yaml are the keys the stage can see.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import yaml
 
 ROOT = Path(__file__).resolve().parents[2]  # the repository (src/safeforge/ -> ../..)
+# the score item that is the dataset's own test split: scored like a benchmark (conf/benchmarks/),
+# never part of the transfer score
+OWN_TEST = "own_test"
 
 
 def compose(conf_dir: str | Path = ROOT / "conf", overrides: Sequence[str] = ()) -> dict[str, Any]:
@@ -79,3 +82,10 @@ def stage_params(
             value = value[part]
         out[key] = Params(key, value) if isinstance(value, dict) else value
     return out
+
+
+def check_keys(where: str, params: Mapping[str, Any], known: Iterable[str]) -> None:
+    """A misspelt config key fails loudly, naming it and the keys that exist."""
+    unknown = set(params) - set(known)
+    if unknown:
+        raise KeyError(f"{where}: unknown keys {sorted(unknown)} (known: {sorted(known)})")

@@ -11,6 +11,7 @@ from pathlib import Path
 import polars as pl
 
 from safeforge import io
+from safeforge.validate import validate
 
 log = logging.getLogger("safeforge")
 
@@ -27,7 +28,6 @@ def setup_logging() -> None:
 
 def write_table(path: str | Path, df: pl.DataFrame, suite: str) -> None:
     """Validate `df` against schemas/<suite>.json, then write it atomically."""
-    from safeforge.validate import validate
 
     validate(df, suite, where=str(path))
     io.write_parquet(path, df)

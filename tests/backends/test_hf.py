@@ -193,8 +193,8 @@ def test_config_errors_name_the_problem(tmp_path) -> None:
 
 def test_a_fully_cached_rerun_never_loads_the_model(smollm2_folder: Path, tmp_path) -> None:
     from safeforge.cache import RowCache
+    from safeforge.chain.chat import DESCRIBE_SCHEMA, Ask, Chat, Prompts
     from safeforge.config import compose
-    from safeforge.generate.chain import DESCRIBE_SCHEMA, Ask, Chat, Prompts
 
     prompts = Prompts.from_params(compose()["prompts"])
     asks = [Ask("a", {}), Ask("b", {})]

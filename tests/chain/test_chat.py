@@ -13,8 +13,8 @@ import pytest
 
 from safeforge.backends.base import Backend, ChatRequest, Reply, Sampling
 from safeforge.cache import RowCache
+from safeforge.chain.chat import Chat, Prompts
 from safeforge.config import compose
-from safeforge.generate.chain import Chat, Prompts
 from safeforge.generate.rms import write_records
 
 CATEGORIES = {

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from safeforge.backends.base import Reply
-from safeforge.generate.chain import step_schemas
-from safeforge.generate.replies import ReplyProblem, check_reply, extract_json
+from safeforge.chain.chat import step_schemas
+from safeforge.chain.replies import ReplyProblem, check_reply, extract_json
 
 SCHEMAS = step_schemas(["privacy", "physical_injury"], top_k=2)
 

@@ -17,7 +17,7 @@ from safeforge.cache import RowCache
 from safeforge.dedup.images import image_clusters
 from safeforge.embeddings.images import image_features_cached
 from safeforge.images.ingest import pixel_sha256
-from safeforge.perception.describe import load_rgb
+from safeforge.images.load import load_rgb
 from safeforge.perception.nsfw import NsfwModel
 
 PHOTOS = ("astronaut", "coffee", "chelsea", "rocket", "camera", "coins")

@@ -9,8 +9,18 @@ import random
 import numpy as np
 import pytest
 from datasketch import MinHash
+from helpers import PARAMS
 
-from safeforge.dedup.minhash import lsh_bands, near_duplicate_pairs, shingles, signatures
+from safeforge.dedup.minhash import lsh_bands, near_duplicate_pairs
+from safeforge.embeddings.minhash import shingles
+from safeforge.embeddings.minhash import signatures as _signatures
+
+MINHASH = PARAMS["embed"]["minhash"]
+
+
+def signatures(texts: list[str]):
+    return _signatures(texts, **MINHASH)
+
 
 WORDS = [
     "how", "long", "can", "i", "stay", "in", "the", "garage", "with", "car", "running",
@@ -39,7 +49,7 @@ def corpus(seed: int, n_base: int = 200) -> list[str]:
 
 def test_signatures_are_datasketch_minhash_of_the_shingles() -> None:
     texts = ["How long can I stay in here?", "a", "", "Is this mushroom safe to eat?"]
-    got = signatures(texts, num_perm=64, ngram=5, seed=3)
+    got = _signatures(texts, num_perm=64, ngram=5, seed=3)
     assert got.shape == (4, 64) and got.dtype == np.uint32
     for text, row in zip(texts, got, strict=True):
         expected = MinHash(num_perm=64, seed=3)
@@ -48,7 +58,7 @@ def test_signatures_are_datasketch_minhash_of_the_shingles() -> None:
 
 
 def test_shingles_ignore_case_punctuation_and_spacing() -> None:
-    assert shingles("Hello,   WORLD!") == shingles("hello world")
+    assert shingles("Hello,   WORLD!", 5) == shingles("hello world", 5)
     assert shingles("abc", 5) == [b"abc"]  # shorter than n: the whole text
 
 

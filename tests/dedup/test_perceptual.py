@@ -12,7 +12,8 @@ from PIL import Image
 from skimage import data
 
 from safeforge.dedup import perceptual
-from safeforge.dedup.perceptual import hamming, phash, to_uint64
+from safeforge.dedup.perceptual import hamming, to_uint64
+from safeforge.images.phash import phash
 
 
 def near_pairs(hashes: list[str], max_distance: int) -> list[tuple[int, int]]:

@@ -6,10 +6,11 @@ from __future__ import annotations
 import numpy as np
 import polars as pl
 import pytest
+from helpers import PARAMS as DEFAULTS
 
 from safeforge.dedup import records as dedup_records
 from safeforge.dedup.images import image_clusters
-from safeforge.dedup.minhash import signatures
+from safeforge.embeddings.minhash import signatures
 from safeforge.generate.records import RECORD_SCHEMA
 
 MAX_D = 8
@@ -77,7 +78,7 @@ def signature_frame(records: pl.DataFrame) -> pl.DataFrame:
     return pl.DataFrame(
         {
             "record_id": records["record_id"],
-            "query_minhash": signatures(records["query"].to_list()),
+            "query_minhash": signatures(records["query"].to_list(), **DEFAULTS["embed"]["minhash"]),
         }
     )
 

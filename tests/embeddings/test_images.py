@@ -12,13 +12,14 @@ from PIL import Image
 from skimage import data
 
 from safeforge.cache import RowCache
-from safeforge.dedup.perceptual import hamming, phash
+from safeforge.dedup.perceptual import hamming
 from safeforge.embeddings.images import (
     image_features_cached,
     image_file_features,
     laplacian_variance,
 )
 from safeforge.images.ingest import SourceImage, ingest_file, pixel_sha256
+from safeforge.images.phash import phash
 
 
 def test_features_of_an_ingested_photo(tmp_path: Path) -> None:

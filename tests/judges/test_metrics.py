@@ -9,7 +9,7 @@ import numpy as np
 import polars as pl
 import pytest
 
-from safeforge.scoring.metrics import (
+from safeforge.judges.metrics import (
     binary_metrics,
     confusion_rows,
     grouped_metrics,

@@ -11,8 +11,8 @@ import pytest
 import torch
 
 from safeforge.judges.base import JUDGE_FILE, load_judge
+from safeforge.judges.metrics import binary_metrics
 from safeforge.judges.probe import WEIGHTS_FILE, ProbeConfig, ProbeJudge
-from safeforge.scoring.metrics import binary_metrics
 
 CATEGORIES = ["drugs", "self_harm", "weapons"]
 FAST = ProbeConfig(epochs=12, patience=4)

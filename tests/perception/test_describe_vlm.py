@@ -11,8 +11,8 @@ from PIL import Image
 from safeforge.backends import make_backend
 from safeforge.backends.base import Backend, Reply, Sampling
 from safeforge.cache import RowCache
+from safeforge.chain.chat import Chat, Prompts
 from safeforge.config import compose
-from safeforge.generate.chain import Chat, Prompts
 from safeforge.perception.describe import describe
 from safeforge.perception.nsfw import NsfwModel
 from safeforge.perception.ocr import OcrReader

@@ -15,7 +15,8 @@ from safeforge import io
 from safeforge.benchmarks.base import load_benchmark
 from safeforge.judges.base import JUDGE_FILE, Judge, register_judge
 from safeforge.judges.probe import ProbeConfig, ProbeJudge
-from safeforge.scoring.benchmark import judges_to_score, score_benchmark, transfer_score
+from safeforge.report.card import transfer_score
+from safeforge.scoring.benchmark import judges_to_score, score_benchmark
 from safeforge.scoring.evaluate import score_stream
 
 

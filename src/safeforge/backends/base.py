@@ -22,11 +22,12 @@ import functools
 import mimetypes
 import os
 from abc import ABC, abstractmethod
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
+from safeforge.config import check_keys
 from safeforge.io import sha256_file
 
 
@@ -114,13 +115,6 @@ class Backend(ABC):
 
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release GPU memory, connections, worker threads."""
-
-
-def check_keys(where: str, params: Mapping[str, Any], known: Iterable[str]) -> None:
-    """A misspelt config key fails loudly, naming it and the keys that exist."""
-    unknown = set(params) - set(known)
-    if unknown:
-        raise KeyError(f"{where}: unknown keys {sorted(unknown)} (known: {sorted(known)})")
 
 
 def check_choices(choices: Sequence[str]) -> None:

@@ -34,10 +34,11 @@ from safeforge.backends.base import (
     ChatRequest,
     Reply,
     Sampling,
-    check_keys,
     choice_token_ids,
 )
 from safeforge.cache import default_cache_dir
+from safeforge.config import check_keys
+from safeforge.images.load import load_rgb
 
 log = logging.getLogger(__name__)
 
@@ -258,7 +259,6 @@ class HFBackend(Backend):
             return self.tokenizer(
                 texts, return_tensors="pt", padding=True, add_special_tokens=False
             )
-        from safeforge.perception.describe import load_rgb
 
         texts = [
             self.processor.apply_chat_template(

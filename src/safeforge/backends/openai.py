@@ -35,9 +35,9 @@ from safeforge.backends.base import (
     ChatRequest,
     Reply,
     Sampling,
-    check_keys,
     openai_messages,
 )
+from safeforge.config import check_keys
 
 log = logging.getLogger(__name__)
 

@@ -41,10 +41,10 @@ from safeforge.backends.base import (
     ChatRequest,
     Reply,
     Sampling,
-    check_keys,
     choice_token_ids,
     openai_messages,
 )
+from safeforge.config import check_keys
 
 log = logging.getLogger(__name__)
 # a request's conversation, its vLLM SamplingParams, and for a choices request each choice's

@@ -18,10 +18,11 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from safeforge.backends import make_backend
 from safeforge.backends.base import Backend, ChatRequest, Reply, Sampling
 from safeforge.backends.cached import cached_complete
 from safeforge.cache import RowCache
-from safeforge.generate.replies import ReplyProblem, check_reply
+from safeforge.chain.replies import ReplyProblem, check_reply
 
 # the placeholders each step's template may use
 FIELDS = {
@@ -72,7 +73,6 @@ def open_chat(
     backend_params: Mapping[str, Any], prompts: Prompts, cache: RowCache, batch_size: int
 ) -> Chat:
     """A Chat on the backend a `generator:` or `describe.vlm:` section names."""
-    from safeforge.backends import make_backend
 
     sampling = Sampling.from_params(backend_params.get("sampling") or {})
     return Chat(make_backend(backend_params), prompts, cache, sampling, batch_size)

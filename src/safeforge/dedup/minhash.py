@@ -1,9 +1,6 @@
-"""Near-duplicate text by MinHash LSH: datasketch signatures, banding done on whole arrays.
-
-Signatures are datasketch's (`MinHash.generator`: one hashing state for every text) over
-character n-grams of the normalised text: short queries change few characters when re-worded,
-where word n-grams would change most of theirs. The band count b and rows per band r for a
-Jaccard threshold are datasketch's own choice (`MinHashLSH(threshold, num_perm).b / .r`).
+"""Near-duplicate text by MinHash LSH over embed's signatures (embeddings/minhash.py), banding
+done on whole arrays. The band count b and rows per band r for a Jaccard threshold are
+datasketch's own choice (`MinHashLSH(threshold, num_perm).b / .r`).
 
 Banding is where datasketch used naively is slow (a Python insert and query per text): here each
 band's r values are folded into one 64-bit key per row, rows are sorted by key, and rows sharing
@@ -15,28 +12,10 @@ checked against its first member only (a star), so one popular bucket cannot cos
 from __future__ import annotations
 
 import numpy as np
-from datasketch import MinHash, MinHashLSH
-
-from safeforge.dedup.text import normalize
+from datasketch import MinHashLSH
 
 RECALL_WEIGHTS = (0.1, 0.9)  # datasketch's (false positive, false negative) weights
 ALL_PAIRS_BUCKET = 64  # buckets up to this size check every pair; larger ones, a star
-
-
-def shingles(text: str, ngram: int = 5) -> list[bytes]:
-    """Distinct character n-grams of the normalised text (the whole text when shorter)."""
-    text = normalize(text)
-    grams = {text[i : i + ngram] for i in range(max(1, len(text) - ngram + 1))}
-    return [g.encode() for g in grams]
-
-
-def signatures(texts: list[str], num_perm: int = 128, ngram: int = 5, seed: int = 1) -> np.ndarray:
-    """(n, num_perm) uint32 MinHash signatures."""
-    out = np.empty((len(texts), num_perm), dtype=np.uint32)
-    batches = (shingles(t, ngram) for t in texts)
-    for i, m in enumerate(MinHash.generator(batches, num_perm=num_perm, seed=seed)):
-        out[i] = m.hashvalues
-    return out
 
 
 def lsh_bands(threshold: float, num_perm: int) -> tuple[int, int]:

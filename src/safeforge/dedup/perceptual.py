@@ -1,7 +1,4 @@
-"""Perceptual hashes (pHash, 64 bits) and a multi-index that finds near pairs without all-pairs.
-
-pHash: grey 32x32 (through 512 for a larger image), 2-D DCT, the 8x8 lowest frequencies against
-their median. Resizing and re-encoding barely move it; different photos land ~32 bits apart.
+"""Near pairs of perceptual hashes (images/phash.py) without all-pairs.
 
 The index is multi-index hashing (Norouzi et al., 2012): split the 64 bits into m substrings;
 two hashes within r bits agree on some substring within floor(r/m) bits (pigeonhole). Each
@@ -17,21 +14,8 @@ import math
 from collections.abc import Iterator
 
 import numpy as np
-from PIL import Image
-from scipy.fft import dctn
 
 CHUNK = 1 << 20  # lookups held in memory at once (pairs per chunk stay bounded as well)
-HASH_SIDE = 512  # a larger image is first reduced to this side: the same hash, far less work
-
-
-def phash(image: Image.Image) -> str:
-    grey = image.convert("L")  # a copy, even of a grey image: thumbnail() below is in place
-    if max(grey.size) > HASH_SIDE:
-        grey.thumbnail((HASH_SIDE, HASH_SIDE), Image.Resampling.LANCZOS)
-    small = np.asarray(grey.resize((32, 32), Image.Resampling.LANCZOS), dtype=np.float64)
-    low = dctn(small, norm="ortho")[:8, :8]
-    bits = (low > np.median(low)).flatten()
-    return f"{int(''.join('1' if b else '0' for b in bits), 2):016x}"
 
 
 def hamming(a: str, b: str) -> int:

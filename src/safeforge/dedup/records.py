@@ -24,7 +24,7 @@ import polars as pl
 from safeforge.dedup import minhash
 from safeforge.dedup.clusters import components
 from safeforge.dedup.images import image_clusters
-from safeforge.dedup.text import normalize
+from safeforge.embeddings.minhash import normalize
 
 SCOPES = ("image", "dataset")
 Frame = pl.DataFrame | pl.LazyFrame

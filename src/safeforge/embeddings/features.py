@@ -16,11 +16,12 @@ import polars as pl
 
 from safeforge import io
 from safeforge.cache import RowCache, cache_key
-from safeforge.dedup import minhash
+from safeforge.embeddings import minhash
 from safeforge.embeddings.images import image_features_cached
 from safeforge.embeddings.text import TextEncoder, encode_cached
 from safeforge.embeddings.text_only import text_only_p_unsafe
-from safeforge.perception.describe import compose_description, nsfw_cached, ocr_cached
+from safeforge.perception.nsfw import nsfw_cached
+from safeforge.perception.ocr import compose_description, ocr_cached
 
 # the probe judge's inputs, as record_features and item_features make them
 EMB_COLUMNS = ("image_emb", "description_emb", "query_emb")

@@ -12,7 +12,7 @@ import polars as pl
 from PIL import Image, ImageOps
 
 from safeforge.cache import RowCache, cache_key, json_codec
-from safeforge.dedup.perceptual import HASH_SIDE, phash
+from safeforge.images.phash import HASH_SIDE, phash
 
 # 2: one grey decode (JPEG at reduced scale), pHash and stats at 512, interior Laplacian
 VERSION = 2  # bump when a feature's definition changes: the row cache then recomputes

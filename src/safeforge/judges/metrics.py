@@ -14,9 +14,9 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-log = logging.getLogger(__name__)
+from safeforge.labels import LABELS
 
-LABELS = ("safe", "unsafe")
+log = logging.getLogger(__name__)
 
 
 def _check(labels: Sequence[str], p_unsafe: Any) -> tuple[np.ndarray, np.ndarray]:

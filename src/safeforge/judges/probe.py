@@ -24,7 +24,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from safeforge import io
-from safeforge.backends.base import check_keys
+from safeforge.config import check_keys
 from safeforge.embeddings.features import EMB_COLUMNS
 from safeforge.judges.base import (
     JUDGE_FILE,
@@ -33,7 +33,8 @@ from safeforge.judges.base import (
     register_judge,
     safeforge_version,
 )
-from safeforge.scoring.metrics import binary_metrics
+from safeforge.judges.metrics import binary_metrics
+from safeforge.labels import LABELS
 
 log = logging.getLogger(__name__)
 WEIGHTS_FILE = "model.safetensors"
@@ -145,7 +146,7 @@ class ProbeJudge(Judge):
     def _targets(self, df: pl.DataFrame) -> tuple[torch.Tensor, torch.Tensor]:
         _require_targets(df)
         labels = df["label"].to_list()
-        bad = sorted({str(v) for v in labels} - {"safe", "unsafe"})
+        bad = sorted({str(v) for v in labels} - set(LABELS))
         if bad:
             raise ValueError(f"probe judge: column 'label' must be 'safe'/'unsafe', got {bad[:5]}")
         index = {c: i for i, c in enumerate(self.categories)}

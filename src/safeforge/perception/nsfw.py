@@ -11,7 +11,11 @@ from importlib.metadata import version
 from typing import Any
 
 import numpy as np
+import polars as pl
 from PIL import Image
+
+from safeforge.cache import RowCache, cache_key
+from safeforge.images.load import load_rgb
 
 SCORE_OUTPUT = "4195"  # (N, 2) softmax; column 1 is P(NSFW)
 FEATURE_OUTPUT = "/Cast_306_output_0"  # global-average-pooled map feeding the final MatMul
@@ -90,3 +94,31 @@ class NsfwModel:
             np.concatenate(scores).astype(np.float32),
             np.concatenate(feats).astype(np.float32),
         )
+
+
+NSFW_VALUE = np.dtype([("score", np.float32), ("features", np.float32, (1024,))])
+
+
+def nsfw_cached(
+    images: pl.DataFrame, model: Any, cache: RowCache, batch_size: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """NSFW scores (n,) and pooled features (n, 1024) for rows with image_id and path."""
+
+    def compute(rows: list[dict]) -> list[np.ndarray]:
+        scores, feats = model.score_and_features(
+            [load_rgb(r["path"]) for r in rows], batch_size=batch_size
+        )
+        return [np.array((s, f), dtype=NSFW_VALUE) for s, f in zip(scores, feats, strict=False)]
+
+    values = cache.map(
+        images.select("image_id", "path").to_dicts(),
+        key_fn=lambda r: cache_key(kind="nsfw", model=model.model_id, image_id=r["image_id"]),
+        compute=compute,
+        encode=lambda v: v.tobytes(),
+        decode=lambda b: np.frombuffer(b, dtype=NSFW_VALUE)[0],
+        batch_size=batch_size,
+        desc="nsfw",
+    )
+    if not values:
+        return np.zeros(0, np.float32), np.zeros((0, 1024), np.float32)
+    return np.array([v["score"] for v in values]), np.stack([v["features"] for v in values])

@@ -11,6 +11,10 @@ from importlib.metadata import version
 from typing import Any
 
 import numpy as np
+import polars as pl
+
+from safeforge.cache import RowCache, cache_key, json_codec
+from safeforge.images.load import load_rgb
 
 
 @dataclass(frozen=True)
@@ -74,3 +78,36 @@ class OcrReader:
             text=" ".join(t for t, _ in lines),
             confidence=float(np.mean([s for _, s in lines])),
         )
+
+
+def ocr_cached(images: pl.DataFrame, reader: Any, cache: RowCache) -> list[dict]:
+    encode, decode = json_codec()
+
+    def compute(rows: list[dict]) -> list[dict]:
+        out = []
+        for r in rows:
+            result = reader.read(np.asarray(load_rgb(r["path"])))
+            out.append({"text": result.text, "confidence": result.confidence})
+        return out
+
+    return cache.map(
+        images.select("image_id", "path").to_dicts(),
+        key_fn=lambda r: cache_key(
+            kind="ocr",
+            model=reader.model_id,
+            min_confidence=reader.min_confidence,
+            image_id=r["image_id"],
+        ),
+        compute=compute,
+        encode=encode,
+        decode=decode,
+        batch_size=8,
+        desc="ocr",
+    )
+
+
+def compose_description(caption: str, ocr_text: str) -> str:
+    parts = [caption.strip() or "An image."]
+    if ocr_text:
+        parts.append(f'Visible text: "{ocr_text}".')
+    return " ".join(parts)

@@ -14,6 +14,8 @@ from typing import Any
 
 import polars as pl
 
+from safeforge.labels import LABELS
+
 # Patterns for polars (Rust regex syntax; case-insensitive inline, as polars takes no flags).
 # A refusal phrase with nothing specific after it is a bare refusal: it teaches over-refusal.
 REFUSAL = (
@@ -117,7 +119,7 @@ def grounding_checks(table: pl.DataFrame, params: Mapping[str, Any]) -> pl.DataF
 
 def label_checks(table: pl.DataFrame, categories: Mapping[str, Any]) -> pl.DataFrame:
     return table.with_columns(
-        _q_label=pl.when(~pl.col("label").is_in(["safe", "unsafe"]))
+        _q_label=pl.when(~pl.col("label").is_in(list(LABELS)))
         .then(pl.lit("invalid_label"))
         .when(~pl.col("category").is_in(list(categories)))
         .then(pl.lit("invalid_category"))

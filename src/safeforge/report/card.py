@@ -3,10 +3,15 @@ stage) and the scoreboard of every scored benchmark."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import polars as pl
+
+from safeforge import io
+from safeforge.config import OWN_TEST
+from safeforge.labels import LABELS
 
 STAGES = (
     "samples",
@@ -70,7 +75,7 @@ def render(
     ]
 
     out += ["## Records by category and label", ""]
-    out += [*_counts(dataset, "category", "label", ("safe", "unsafe")), ""]
+    out += [*_counts(dataset, "category", "label", LABELS), ""]
     out += ["## Records by split and kind", ""]
     out += [*_counts(dataset, "split", "query_type", ("unsafe", "benign", "contrast")), ""]
 
@@ -155,8 +160,22 @@ def _side_by_side(scores: dict[str, dict]) -> list[str]:
 
 
 def load_metrics(folder: Path) -> tuple[dict[str, dict], dict[str, dict]]:
-    from safeforge import io
 
     stages = {p.stem: io.read_json(p) for p in sorted(folder.glob("*.json")) if p.stem != "report"}
     scores = {p.stem: io.read_json(p) for p in sorted((folder / "score").glob("*.json"))}
     return stages, scores
+
+
+def transfer_score(scores: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
+    """Mean balanced accuracy over the external benchmarks scored (the own test split is not
+    one); None when there are none, rather than a number that means nothing."""
+    external = {
+        name: m["balanced_accuracy"]
+        for name, m in sorted(scores.items())
+        if name != OWN_TEST and m.get("balanced_accuracy") is not None
+    }
+    return {
+        "transfer_score": round(sum(external.values()) / len(external), 4) if external else None,
+        "transfer_benchmarks": sorted(external),
+        "by_benchmark": external,  # balanced accuracy of each
+    }

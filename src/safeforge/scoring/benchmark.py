@@ -13,8 +13,13 @@ from typing import Any
 
 import polars as pl
 
-from safeforge.benchmarks.base import OWN_TEST, BenchmarkTable, get_adapter
+from safeforge.benchmarks.base import BenchmarkTable, get_adapter
+from safeforge.cache import RowCache
+from safeforge.embeddings.features import EMB_COLUMNS, item_features
+from safeforge.embeddings.text import TextEncoder
 from safeforge.judges.base import Judge, build_judge, judge_class, load_judge
+from safeforge.perception.nsfw import NsfwModel
+from safeforge.perception.ocr import OcrReader
 from safeforge.scoring.evaluate import evaluate, score_stream
 
 TRAINED = "trained"  # in score.judges: the judge train_judge saved, whatever its kind
@@ -26,19 +31,12 @@ def judge_inputs(
     """What turns items with `columns` into the judge's inputs: nothing when they are there
     (judges that read image and text, or the own split's precomputed features), else the
     dataset's own features, made for each item. `ocr_min_confidence` None leaves OCR out."""
-    from safeforge.embeddings.features import EMB_COLUMNS
 
     needed = set(judge.inputs) - set(columns)
     if not needed:
         return None
     if not needed <= set(EMB_COLUMNS) or not {"image_path", "text"} <= set(columns):
         raise ValueError(f"judge {judge.kind!r} needs {sorted(needed)}: scoring cannot make them")
-
-    from safeforge.cache import RowCache
-    from safeforge.embeddings.features import item_features
-    from safeforge.embeddings.text import TextEncoder
-    from safeforge.perception.nsfw import NsfwModel
-    from safeforge.perception.ocr import OcrReader
 
     encoder, nsfw, cache = TextEncoder(), NsfwModel(), RowCache("perception")
     reader = None if ocr_min_confidence is None else OcrReader(min_confidence=ocr_min_confidence)
@@ -66,6 +64,7 @@ def score_benchmark(
     seconds = time.perf_counter() - started
     metrics: dict[str, Any] = {
         "benchmark": table.name,
+        "benchmark_version": table.version,
         "judge": judge.kind,
         **evaluate(predictions, threshold),
         "refused": table.summary()["refused_by_reason"],
@@ -102,18 +101,3 @@ def judges_to_score(
         return load_judge(trained) if name == TRAINED else build_judge(zero_shot[name])
 
     return ((name, load(name)) for name in names)
-
-
-def transfer_score(scores: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
-    """Mean balanced accuracy over the external benchmarks scored (the own test split is not
-    one); None when there are none, rather than a number that means nothing."""
-    external = {
-        name: m["balanced_accuracy"]
-        for name, m in sorted(scores.items())
-        if name != OWN_TEST and m.get("balanced_accuracy") is not None
-    }
-    return {
-        "transfer_score": round(sum(external.values()) / len(external), 4) if external else None,
-        "transfer_benchmarks": sorted(external),
-        "by_benchmark": external,  # balanced accuracy of each
-    }

@@ -12,7 +12,7 @@ from tqdm import tqdm
 
 from safeforge import io
 from safeforge.judges.base import Judge
-from safeforge.scoring.metrics import (
+from safeforge.judges.metrics import (
     binary_metrics,
     confusion_rows,
     grouped_metrics,

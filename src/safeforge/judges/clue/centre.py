@@ -10,6 +10,7 @@ from PIL import Image
 
 from safeforge import io
 from safeforge.backends.base import file_sha256
+from safeforge.images.load import load_rgb
 
 CENTRE_DIR = "clue-centre"  # under the row cache's folder
 
@@ -31,8 +32,6 @@ def centre_removed_path(path: str, fraction: float, folder: Path) -> str:
     """A PNG of `remove_centre`, written once per image content and fraction under `folder`."""
     target = Path(folder) / f"{file_sha256(path)}-{fraction:g}.png"
     if not target.exists():
-        from safeforge.perception.describe import load_rgb
-
         with io.atomic_path(target) as tmp:
             remove_centre(load_rgb(path), fraction).save(tmp, format="PNG")
     return str(target)

@@ -6,7 +6,7 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any, ClassVar
 
-from safeforge.backends.base import check_keys
+from safeforge.config import check_keys
 
 
 @dataclass(frozen=True)

@@ -13,10 +13,11 @@ import numpy as np
 import polars as pl
 
 from safeforge import io
+from safeforge.backends import make_backend
 from safeforge.backends.base import Backend, ChatRequest, Reply
 from safeforge.backends.cached import cached_complete
 from safeforge.cache import RowCache
-from safeforge.embeddings.text import TextEncoder
+from safeforge.embeddings.text import TextEncoder, cosine_matrix
 from safeforge.judges.base import (
     JUDGE_FILE,
     PREDICTION_SCHEMA,
@@ -43,7 +44,6 @@ class ClueJudge(Judge):
     def __init__(
         self, config: ClueConfig, constitution: Constitution, backend: Backend | None = None
     ) -> None:
-        from safeforge.backends import make_backend
 
         self.name = "clue"
         self.config, self.constitution = config, constitution
@@ -141,7 +141,6 @@ class ClueJudge(Judge):
 
     def similarities(self, paths: list[str | None], texts: list[str]) -> np.ndarray:
         """(items, rules) cosine between each item and each rule's text."""
-        from safeforge.embeddings.text import cosine_matrix
 
         rule_texts = [r.text for r in self.constitution.rules]
         sims = np.zeros((len(paths), len(rule_texts)), np.float32)

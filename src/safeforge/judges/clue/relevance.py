@@ -13,7 +13,10 @@ import numpy as np
 from PIL import Image
 
 from safeforge.backends.base import file_sha256
+from safeforge.backends.hf import folder_fingerprint
 from safeforge.cache import RowCache, cache_key
+from safeforge.embeddings.text import cosine_matrix, encode_cached
+from safeforge.images.load import load_rgb
 
 log = logging.getLogger(__name__)
 
@@ -27,7 +30,6 @@ def text_similarities(
     encoder: Any, queries: list[str], rule_texts: list[str], cache: RowCache
 ) -> np.ndarray:
     """(queries, rules) MiniLM cosine (a TextEncoder), embeddings through the row cache."""
-    from safeforge.embeddings.text import cosine_matrix, encode_cached
 
     item_emb = encode_cached(encoder, queries, cache)
     rule_emb = encode_cached(encoder, rule_texts, cache)
@@ -50,7 +52,6 @@ class ClipScanner:
     never remote code), unit length, cached in the row cache; the model loads on a miss."""
 
     def __init__(self, folder: str) -> None:
-        from safeforge.backends.hf import folder_fingerprint
 
         self.folder = Path(folder).expanduser()
         if not (self.folder / "config.json").exists():
@@ -78,8 +79,6 @@ class ClipScanner:
 
     def _image_features(self, paths: list[str]) -> list[np.ndarray]:
         import torch
-
-        from safeforge.perception.describe import load_rgb
 
         if self.model is None:
             self._load()

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from safeforge.backends.base import Reply
-from safeforge.generate.replies import ReplyProblem, check_reply
+from safeforge.chain.replies import ReplyProblem, check_reply
 
 from .config import ClueConfig
 from .prompts import CHOICES, FALLBACK_SCHEMA

@@ -14,7 +14,7 @@ from typing import Any
 import torch
 from PIL import Image
 
-from safeforge.perception.describe import load_rgb
+from safeforge.images.load import load_rgb
 
 
 def load_image(path: str, max_side: int) -> Image.Image:

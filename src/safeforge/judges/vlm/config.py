@@ -8,7 +8,7 @@ from typing import Any
 
 import torch
 
-from safeforge.backends.base import check_keys
+from safeforge.config import check_keys
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 # the language model's attention and MLP projections (Qwen2/Llama/Mistral names)

@@ -10,10 +10,12 @@ from typing import Any
 
 import jsonschema
 
+from safeforge.labels import LABELS
+
 log = logging.getLogger(__name__)
 
 PREFILL = '{"rating": "'  # the reply starts here; the next token is the rating
-RATINGS = {"safe": "Safe", "unsafe": "Unsafe"}
+RATINGS = {label: label.capitalize() for label in LABELS}  # label -> the rating word
 NONE_CATEGORY = "none"
 
 INSTRUCTION = """\

@@ -8,21 +8,36 @@ import logging
 import math
 import time
 from collections import Counter
-from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from collections.abc import Mapping, Sequence
+from typing import Any, Protocol
 
 import polars as pl
 import torch
 from tqdm import tqdm
 
+from safeforge.judges.metrics import binary_metrics
 from safeforge.judges.vlm.batch import load_image
+from safeforge.judges.vlm.config import VlmConfig
 from safeforge.judges.vlm.prompt import RATINGS
-from safeforge.scoring.metrics import binary_metrics
-
-if TYPE_CHECKING:
-    from safeforge.judges.vlm.judge import VlmJudge
 
 log = logging.getLogger(__name__)
+
+
+class Trainee(Protocol):
+    """What the loop needs of a judge (VlmJudge): the model, its batches and where it logs."""
+
+    config: VlmConfig
+    model: Any
+    device: torch.device
+    prefill_ids: list[int]
+    history: list[dict[str, Any]]
+    train_summary: dict[str, Any]
+
+    def encode(self, image: Any, query: str, tail_ids: list[int]) -> dict[str, torch.Tensor]: ...
+    def reply_ids(self, row: Mapping[str, Any]) -> list[int]: ...
+    def train_batch(self, rows: Sequence[Mapping[str, Any]]) -> dict[str, torch.Tensor]: ...
+    def p_unsafe(self, logits: torch.Tensor) -> torch.Tensor: ...
+
 
 TRAIN_COLUMNS = ("record_id", "image_path", "query", "label", "category")
 TRAIN_COLUMNS += ("risk_analysis", "guidance")
@@ -48,7 +63,7 @@ def empty_row() -> dict[str, Any]:
 
 
 def trainable_rows(
-    judge: VlmJudge, df: pl.DataFrame, split: str
+    judge: Trainee, df: pl.DataFrame, split: str
 ) -> tuple[list[dict[str, Any]], Counter]:
     """Rows ready to train on, and why the others were skipped (logged, counted)."""
     bad = sorted(set(df["label"].to_list()) - set(RATINGS))
@@ -85,7 +100,7 @@ def trainable_rows(
     return keep, skipped
 
 
-def train_loop(judge: VlmJudge, train: pl.DataFrame, val: pl.DataFrame) -> None:
+def train_loop(judge: Trainee, train: pl.DataFrame, val: pl.DataFrame) -> None:
     """Fine-tune judge.model in place; fills judge.history and judge.train_summary."""
     from transformers import get_cosine_schedule_with_warmup
 
@@ -156,7 +171,7 @@ def train_loop(judge: VlmJudge, train: pl.DataFrame, val: pl.DataFrame) -> None:
 
 
 @torch.no_grad()
-def validate(judge: VlmJudge, rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
+def validate(judge: Trainee, rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
     """Token-weighted val loss and the rating metrics, from one teacher-forced pass: the
     logits just before the rating token see exactly prompt + prefill, as scoring does."""
     judge.model.eval()
