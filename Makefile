@@ -29,8 +29,9 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 repro: setup
 	dvc repro
 
+# two workers, a test file per worker at a time: a module's fixtures (one built DAG) are built once
 test: setup lint
-	pytest
+	pytest -n 2 --dist loadfile
 
 test-fast: setup
 	pytest -m "not slow"

@@ -136,7 +136,7 @@ def semantic(paths: list[str], batch_size: int) -> tuple[np.ndarray, float]:
     from safeforge.perception.nsfw import NsfwModel
 
     model = NsfwModel()
-    model.score_and_features([load_rgb(paths[0])])  # session load is not part of the timing
+    model.score_and_features([load_rgb(paths[0])], 1)  # session load is not part of the timing
     start, chunks = time.perf_counter(), []
     for i in range(0, len(paths), 256):
         images = [load_rgb(p) for p in paths[i : i + 256]]

@@ -11,6 +11,7 @@ import argparse
 import os
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 
 from safeforge.backends import ChatRequest, Sampling, make_backend
@@ -21,13 +22,24 @@ from safeforge.generate.rms import write_records
 from safeforge.sources.skimage_samples import export
 
 
+def hf_params() -> dict:
+    """conf/generator/hf.yaml (SmolLM2, batches of 8), composed."""
+    return compose(overrides=["generator=hf"])["generator"]
+
+
+def short(max_tokens: int) -> Sampling:
+    return replace(
+        Sampling.from_params(hf_params()["sampling"], "generator.sampling"), max_tokens=max_tokens
+    )
+
+
 def batching(n_requests: int, max_tokens: int) -> None:
-    backend = make_backend({"backend": "hf", "model": "smollm2", "batch_size": 8})
+    backend = make_backend(hf_params())
     topics = ["a kitchen knife", "a cup of coffee", "a rocket", "a cat", "a ladder", "a car"]
     requests = [
         ChatRequest(
             ({"role": "user", "content": f"List two safety tips about {topics[i % 6]} ({i})."},),
-            sampling=Sampling(max_tokens=max_tokens),
+            sampling=short(max_tokens),
         )
         for i in range(n_requests)
     ]
@@ -62,13 +74,13 @@ def cached_rerun(n_images: int, max_tokens: int, workdir: Path) -> None:
     times = []
     for _ in range(2):  # a new backend each run, as a new `dvc repro` process would have
         start = time.perf_counter()
-        backend = make_backend({"backend": "hf", "model": "smollm2", "batch_size": 8})
+        backend = make_backend(hf_params())
         chat = Chat(
             backend,
             prompts,
             RowCache("bench", workdir / "cache"),
-            Sampling(max_tokens=max_tokens),
-            64,
+            short(max_tokens),
+            config["generate"]["batch_size"],
         )
         result = write_records(images, chat, config["taxonomy"]["categories"], 3, True, "smollm2")
         times.append(time.perf_counter() - start)

@@ -14,17 +14,22 @@ import argparse
 import sys
 import time
 from contextlib import ExitStack
+from dataclasses import replace
 from pathlib import Path
 
 from safeforge.backends import ChatRequest, Sampling
 from safeforge.backends.openai import OpenAIBackend
+from safeforge.config import compose
 
 ROOT = Path(__file__).resolve().parents[1]
+OPENAI = compose(overrides=["generator=openai"])["generator"]  # conf/generator/openai.yaml
+SAMPLING = Sampling.from_params(OPENAI["sampling"], "generator.sampling")
 
 
 def run(base_url: str, model: str, requests: list[ChatRequest], concurrency: int) -> float:
     """Seconds for one batch; every reply must be ok, or the number means nothing."""
-    backend = OpenAIBackend(model=model, base_url=base_url, concurrency=concurrency, images=False)
+    params = {"model": model, "base_url": base_url, "api_key_env": None, "images": False}
+    backend = OpenAIBackend.from_params({**OPENAI, **params, "concurrency": concurrency})
     try:
         start = time.perf_counter()
         replies = backend.complete(requests)
@@ -54,11 +59,12 @@ def main() -> None:
 
             folder = packaged_model_folder("smollm2")
             url, model = stack.enter_context(transformers_serve(folder)), str(folder)
-            sampling, label = Sampling(max_tokens=16), "transformers serve, SmolLM2-135M on CPU"
+            sampling = replace(SAMPLING, max_tokens=16)
+            label = "transformers serve, SmolLM2-135M on CPU"
         else:
             n, levels = args.requests or 64, args.concurrency or [1, 8, 32]
             url, model = stack.enter_context(chat_server("slow", delay=args.delay)), "scripted"
-            sampling, label = Sampling(), f"chat_server.py slow, {args.delay * 1000:g} ms a request"
+            sampling, label = SAMPLING, f"chat_server.py slow, {args.delay * 1000:g} ms a request"
         requests = [
             ChatRequest(
                 messages=({"role": "user", "content": f"Say something about {i}."},),

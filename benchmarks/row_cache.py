@@ -14,6 +14,7 @@ from pathlib import Path
 import polars as pl
 
 from safeforge.cache import RowCache
+from safeforge.config import compose
 from safeforge.embeddings.text import TextEncoder, encode_cached
 from safeforge.perception.nsfw import NsfwModel, nsfw_cached
 from safeforge.sources.skimage_samples import export
@@ -42,11 +43,15 @@ def main() -> None:
         ]
         encoder, nsfw = TextEncoder(), NsfwModel()
         encoder.encode(["warm-up"])  # model load is not part of either run
-        nsfw.score_and_features([])
+        nsfw.score_and_features([], 1)
+        batch_size = compose()["describe"]["batch_size"]  # as the describe stage
 
         for name, run in [
             (f"text embeddings x{len(texts)}", lambda c: encode_cached(encoder, texts, c)),
-            (f"nsfw + features x{images.height}", lambda c: nsfw_cached(images, nsfw, c, 16)),
+            (
+                f"nsfw + features x{images.height}",
+                lambda c: nsfw_cached(images, nsfw, c, batch_size),
+            ),
         ]:
             cache_dir = Path(tmp) / name.split()[0]
             first, again = timed(run, cache_dir), timed(run, cache_dir)

@@ -21,7 +21,7 @@ from PIL import Image
 
 from safeforge.benchmarks.base import load_benchmark
 from safeforge.config import compose
-from safeforge.judges.probe import ProbeConfig, ProbeJudge
+from safeforge.judges.probe import ProbeJudge
 from safeforge.scoring.benchmark import score_benchmark
 from safeforge.sources.skimage_samples import export
 
@@ -62,7 +62,9 @@ def random_probe() -> ProbeJudge:
             "category": ["physical_injury"] * n,
         }
     )
-    return ProbeJudge.fit(frame[:48], frame[48:], ProbeConfig(epochs=2))
+    probe = compose(overrides=["judge=probe"])["judge"]
+    probe.pop("kind")
+    return ProbeJudge.fit(frame[:48], frame[48:], {**probe, "epochs": 2})
 
 
 def main() -> None:

@@ -15,12 +15,14 @@ import json
 import sys
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 
 from PIL import Image
 
 from safeforge.backends.base import ChatRequest, Reply, Sampling
 from safeforge.backends.vllm import VLLMBackend
+from safeforge.config import compose
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLE = ROOT / "data" / "samples" / "astronaut.png"  # 512x512: a few hundred image tokens
@@ -69,18 +71,17 @@ def check(args: argparse.Namespace, tmp: Path) -> int:
         Image.new("RGB", (448, 448), (200, 30, 30)).save(image)
 
     start = time.perf_counter()
-    backend = VLLMBackend.from_params(
-        {
-            "backend": "vllm",
-            "model": args.model,
-            "max_model_len": args.max_model_len,
-            "gpu_memory_utilization": args.gpu_memory_utilization,
-            "sampling": {"max_tokens": args.max_tokens},
-        }
-    )
+    params = compose(overrides=["generator=vllm"])["generator"]  # conf/generator/vllm.yaml
+    params |= {
+        "model": args.model,
+        "max_model_len": args.max_model_len,
+        "gpu_memory_utilization": args.gpu_memory_utilization,
+        "sampling": {**params["sampling"], "max_tokens": args.max_tokens},
+    }
+    backend = VLLMBackend.from_params(params)
     print(f"loaded {args.model} in {time.perf_counter() - start:.1f}s")
 
-    greedy = Sampling(max_tokens=args.max_tokens)
+    greedy = Sampling.from_params(params["sampling"], "generator.sampling")
     checks = {
         "text": ask("Give two safety rules for using a kitchen knife.", sampling=greedy),
         "image": ask("Describe this image in one sentence.", (str(image),), sampling=greedy),
@@ -90,7 +91,8 @@ def check(args: argparse.Namespace, tmp: Path) -> int:
             json_schema=SCHEMA,
         ),
         "sampled": ask(
-            "Suggest a name for a cat.", sampling=Sampling(max_tokens=32, temperature=0.8, seed=1)
+            "Suggest a name for a cat.",
+            sampling=replace(greedy, max_tokens=32, temperature=0.8, seed=1),
         ),
         "broken image": ask("What is this?", (str(tmp / "missing.png"),), sampling=greedy),
     }

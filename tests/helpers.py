@@ -2,21 +2,49 @@
 
 from __future__ import annotations
 
+import copy
+import json
 import os
 import shutil
 import subprocess
 import sys
+from functools import cache
 from pathlib import Path
+from typing import Any
 
-from safeforge.config import load_params
+from safeforge.backends.base import Sampling
+from safeforge.config import compose, load_params
 
 ROOT = Path(__file__).resolve().parents[1]
-# the team's shared folder: beside the checkout, or named by SAFEFORGE_SHARED (e.g. in CI)
 # conf/'s defaults as committed (test_contract checks params.yaml is conf/ composed)
 PARAMS = load_params(ROOT / "params.yaml")
+# the team's shared folder: beside the checkout, or named by SAFEFORGE_SHARED (e.g. in CI)
 SHARED_SAMPLES = (
     Path(os.environ.get("SAFEFORGE_SHARED", ROOT.parent / "shared")) / "benchmarks" / "samples"
 )
+
+
+@cache
+def _option(group: str, option: str) -> dict[str, Any]:
+    return compose(overrides=[f"{group}={option}"])[group]
+
+
+def conf_option(group: str, option: str, **changes: Any) -> dict[str, Any]:
+    """conf/'s section for one option of a group, composed (e.g. ("judge", "vlm"), ("generator",
+    "hf")), with `changes` on top: code repeats no default, so tests take theirs from here."""
+    return {**copy.deepcopy(_option(group, option)), **changes}
+
+
+def judge_conf(kind: str, **changes: Any) -> dict[str, Any]:
+    """conf/judge/<kind>.yaml composed, less "kind" (what a judge's fit takes), with `changes`."""
+    params = conf_option("judge", kind, **changes)
+    assert params.pop("kind") == kind
+    return params
+
+
+def sampling(**changes: Any) -> Sampling:
+    """conf/generator/hf.yaml's sampling, with `changes` on top."""
+    return Sampling(**{**conf_option("generator", "hf")["sampling"], **changes})
 
 
 def tracked_files() -> list[str]:
@@ -60,3 +88,8 @@ def run_cmd(
             f"{' '.join(args)} exited {proc.returncode}\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}"
         )
     return proc
+
+
+def metrics(repo: Path, stage: str) -> dict:
+    """A stage's metrics/<stage>.json in a workspace."""
+    return json.loads((repo / "metrics" / f"{stage}.json").read_text())

@@ -9,10 +9,10 @@ import numpy as np
 import polars as pl
 import pytest
 from benchmark_standins import siuo_folder, vlguard_folder
-from helpers import run_cmd
+from helpers import judge_conf, run_cmd
 
 from safeforge.cli import main
-from safeforge.judges.probe import ProbeConfig, ProbeJudge
+from safeforge.judges.probe import ProbeJudge
 
 
 def run_json(capsys: pytest.CaptureFixture, argv: list[str]) -> tuple[int, object]:
@@ -90,7 +90,7 @@ def saved_probe(tmp_path_factory) -> Path:
         }
     )
     folder = tmp_path_factory.mktemp("judge")
-    ProbeJudge.fit(frame[:16], frame[16:], ProbeConfig(epochs=2)).save(folder)
+    ProbeJudge.fit(frame[:16], frame[16:], judge_conf("probe", epochs=2)).save(folder)
     return folder
 
 

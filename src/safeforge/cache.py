@@ -28,6 +28,9 @@ from tqdm.auto import tqdm
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
+# rows per transaction for callers that compute no model batch (image features, OCR, template
+# records): internal, not a knob
+MAP_BATCH = 32
 R = TypeVar("R")
 
 
@@ -109,7 +112,7 @@ class RowCache:
         compute: Callable[[list[T]], list[R]],
         encode: Callable[[R], bytes],
         decode: Callable[[bytes], R],
-        batch_size: int = 32,
+        batch_size: int = MAP_BATCH,
         desc: str | None = None,
         keep: Callable[[R], bool] | None = None,
     ) -> list[R]:

@@ -140,7 +140,8 @@ def cmd_bench_score(args: argparse.Namespace) -> int:
     params = cfg["score"]
     threshold = args.threshold if args.threshold is not None else params["threshold"]
     ocr = cfg["describe"]["ocr_min_confidence"] if params["ocr"] and not args.no_ocr else None
-    predictions, metrics = score_benchmark(judge, table, spec, threshold, args.batch_size, ocr)
+    batch_size = args.batch_size if args.batch_size is not None else params["batch_size"]
+    predictions, metrics = score_benchmark(judge, table, spec, threshold, batch_size, ocr)
     if args.predictions:
         io.write_parquet(args.predictions, predictions)
     lines = [f"{args.name}: {metrics['n']} items, judge {metrics['judge']}, threshold {threshold}"]
@@ -198,7 +199,12 @@ def _bench_parser(sub: argparse._SubParsersAction) -> None:
                 help="a saved judge folder (judge.json), or a zero_shot judge name, e.g. clue",
             )
             a.add_argument("--threshold", type=float, default=None)
-            a.add_argument("--batch-size", type=int, default=256)
+            a.add_argument(
+                "--batch-size",
+                type=int,
+                default=None,
+                help="items per batch (default: score.batch_size)",
+            )
             a.add_argument("--no-ocr", action="store_true", help="leave image text out")
             a.add_argument("--predictions", default=None, help="also write predictions.parquet")
 

@@ -8,8 +8,9 @@ so the keys listed in dvc.yaml are the keys the stage can see.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import fields
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import yaml
 
@@ -17,6 +18,7 @@ ROOT = Path(__file__).resolve().parents[2]  # the repository (src/safeforge/ -> 
 # the score item that is the dataset's own test split: scored like a benchmark (conf/benchmarks/),
 # never part of the transfer score
 OWN_TEST = "own_test"
+T = TypeVar("T")
 
 
 def compose(conf_dir: str | Path = ROOT / "conf", overrides: Sequence[str] = ()) -> dict[str, Any]:
@@ -89,3 +91,22 @@ def check_keys(where: str, params: Mapping[str, Any], known: Iterable[str]) -> N
     unknown = set(params) - set(known)
     if unknown:
         raise KeyError(f"{where}: unknown keys {sorted(unknown)} (known: {sorted(known)})")
+
+
+def require_keys(where: str, params: Mapping[str, Any], required: Iterable[str]) -> None:
+    """Every key is set: conf/ holds each default once and code never repeats it, so a missing
+    key fails loudly, naming the section and the key."""
+    missing = [k for k in required if k not in params]
+    if missing:
+        raise KeyError(
+            f"{where}: missing keys {missing}; conf/ sets each one (a section composed from conf/ "
+            "has them all; check conf/ and rerun `safeforge params`)"
+        )
+
+
+def from_section(cls: type[T], where: str, params: Mapping[str, Any]) -> T:
+    """A config dataclass from its conf section: every field is set there, no key is unknown."""
+    names = [f.name for f in fields(cls) if f.init]  # type: ignore[arg-type]
+    check_keys(where, params, names)
+    require_keys(where, params, names)
+    return cls(**{name: params[name] for name in names})

@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from helpers import sampling
 
 from safeforge.backends.base import ChatRequest, Reply, Sampling, choice_token_ids
 from safeforge.cache import cache_key
@@ -13,8 +14,14 @@ from safeforge.cache import cache_key
 IDENTITY = {"backend": "hf", "model": "m", "revision": "r"}
 
 
+def ask(messages, **kw) -> ChatRequest:
+    return ChatRequest(messages, sampling=sampling(), **kw)
+
+
 def plain_request() -> ChatRequest:
-    return ChatRequest(messages=({"role": "user", "content": "Is this safe?"},))
+    return ChatRequest(
+        messages=({"role": "user", "content": "Is this safe?"},), sampling=sampling()
+    )
 
 
 def full_request(image: Path) -> ChatRequest:
@@ -46,16 +53,16 @@ def test_requests_without_choices_keep_their_row_cache_keys(tmp_path: Path) -> N
 def test_choices_are_part_of_the_key_and_their_order_counts() -> None:
     messages = plain_request().messages
     keys = {
-        cache_key(kind="chat", **IDENTITY, request=ChatRequest(messages, choices=c).key_parts())
+        cache_key(kind="chat", **IDENTITY, request=ask(messages, choices=c).key_parts())
         for c in [(), ("Yes", "No"), ("No", "Yes"), ("Safe", "Unsafe")]
     }
     assert len(keys) == 4
-    assert ChatRequest(messages, choices=("Yes", "No")).key_parts()["choices"] == ["Yes", "No"]
+    assert ask(messages, choices=("Yes", "No")).key_parts()["choices"] == ["Yes", "No"]
 
 
 def test_json_schema_and_choices_together_are_refused_at_construction() -> None:
     with pytest.raises(ValueError, match="json_schema or choices, not both"):
-        ChatRequest(plain_request().messages, json_schema={"type": "object"}, choices=("Yes",))
+        ask(plain_request().messages, json_schema={"type": "object"}, choices=("Yes",))
 
 
 @pytest.mark.parametrize(
@@ -64,7 +71,7 @@ def test_json_schema_and_choices_together_are_refused_at_construction() -> None:
 )
 def test_malformed_choices_are_refused(choices, error) -> None:
     with pytest.raises(error, match="choices="):
-        ChatRequest(plain_request().messages, choices=choices)
+        ask(plain_request().messages, choices=choices)
 
 
 def test_a_choice_reply_names_the_most_probable_choice() -> None:

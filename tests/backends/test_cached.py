@@ -8,8 +8,9 @@ from pathlib import Path
 
 import pytest
 from backends.chat_server import chat_server
+from helpers import conf_option, sampling
 
-from safeforge.backends import ChatRequest, Sampling, make_backend
+from safeforge.backends import ChatRequest, make_backend
 from safeforge.backends.base import Reply
 from safeforge.backends.cached import cached_complete, decode_reply, encode_reply
 from safeforge.backends.openai import OpenAIBackend
@@ -26,11 +27,11 @@ def test_replies_round_trip_with_and_without_choice_probs() -> None:
 
 
 def test_a_second_call_is_served_from_the_cache(smollm2_folder: Path, tmp_path: Path) -> None:
-    backend = make_backend({"backend": "hf", "model": "smollm2", "batch_size": 4})
+    backend = make_backend(conf_option("generator", "hf", batch_size=4))
     ask = [{"role": "user", "content": "Is water wet? Answer Yes or No."}]
     requests = [
-        ChatRequest(ask, choices=("Yes", "No")),
-        ChatRequest(ask, sampling=Sampling(max_tokens=4)),
+        ChatRequest(ask, sampling=sampling(), choices=("Yes", "No")),
+        ChatRequest(ask, sampling=sampling(max_tokens=4)),
     ]
     first_cache = RowCache("test", tmp_path / "cache")
     first = cached_complete(backend, first_cache, requests, batch_size=2, desc="ask")
@@ -43,10 +44,12 @@ def test_a_second_call_is_served_from_the_cache(smollm2_folder: Path, tmp_path: 
 
 
 def test_failed_calls_are_not_stored_and_are_asked_again(tmp_path: Path) -> None:
-    request = ChatRequest(({"role": "user", "content": "hello"},))
+    request = ChatRequest(({"role": "user", "content": "hello"},), sampling=sampling())
     with chat_server("error500", fail_first=1) as url:  # each prompt fails once, then answers
         backend = OpenAIBackend.from_params(
-            {"backend": "openai", "model": "m", "base_url": url, "max_retries": 0}
+            conf_option(
+                "generator", "openai", model="m", base_url=url, max_retries=0, api_key_env=None
+            )
         )
         cache = RowCache("test", tmp_path / "cache")
         failed = cached_complete(backend, cache, [request], batch_size=1, desc="ask")

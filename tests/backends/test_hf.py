@@ -6,10 +6,16 @@ import shutil
 from pathlib import Path
 
 import pytest
+from helpers import conf_option, sampling
 from PIL import Image
 
-from safeforge.backends import ChatRequest, Sampling, make_backend
+from safeforge.backends import ChatRequest, make_backend
 from safeforge.backends.hf import HFBackend
+
+
+def hf(**changes) -> dict:
+    """conf/generator/hf.yaml composed, with `changes` on top."""
+    return conf_option("generator", "hf", **changes)
 
 
 def ask(
@@ -18,7 +24,7 @@ def ask(
     return ChatRequest(
         messages=({"role": "user", "content": text},),
         images=images,
-        sampling=Sampling(max_tokens=max_tokens),
+        sampling=sampling(max_tokens=max_tokens),
         json_schema=schema,
         choices=choices,
     )
@@ -51,7 +57,7 @@ def first_token(backend: HFBackend, choice: str) -> int:
 
 @pytest.fixture(scope="module")
 def smollm2(smollm2_folder: Path) -> HFBackend:
-    return make_backend({"backend": "hf", "model": "smollm2", "batch_size": 4})
+    return make_backend(hf(model="smollm2", batch_size=4))
 
 
 def test_batched_greedy_replies_equal_one_at_a_time(smollm2: HFBackend) -> None:
@@ -135,9 +141,7 @@ def test_choices_sharing_a_first_token_fail_the_call(smollm2: HFBackend) -> None
 
 
 def test_a_vlm_gives_choice_probs_for_an_image(tiny_vlm_folder: Path, tmp_path) -> None:
-    vlm = make_backend(
-        {"backend": "hf", "model": str(tiny_vlm_folder), "images": True, "batch_size": 4}
-    )
+    vlm = make_backend(hf(model=str(tiny_vlm_folder), images=True, batch_size=4))
     paths = []
     for i, colour in enumerate(["red", "blue", "white"]):
         paths.append(str(tmp_path / f"{i}.png"))
@@ -158,9 +162,7 @@ def test_a_vlm_gives_choice_probs_for_an_image(tiny_vlm_folder: Path, tmp_path) 
 
 
 def test_a_vlm_reads_images_in_a_batch(tiny_vlm_folder: Path, tmp_path) -> None:
-    vlm = make_backend(
-        {"backend": "hf", "model": str(tiny_vlm_folder), "images": True, "batch_size": 4}
-    )
+    vlm = make_backend(hf(model=str(tiny_vlm_folder), images=True, batch_size=4))
     assert vlm.supports_images
     paths = []
     for i, colour in enumerate(["red", "blue", "green"]):
@@ -176,7 +178,7 @@ def test_a_vlm_reads_images_in_a_batch(tiny_vlm_folder: Path, tmp_path) -> None:
 def test_a_changed_model_folder_changes_the_identity(tiny_vlm_folder: Path, tmp_path) -> None:
     copy = tmp_path / "copy"
     shutil.copytree(tiny_vlm_folder, copy)
-    params = {"backend": "hf", "model": str(copy), "images": True}
+    params = hf(model=str(copy), images=True)
     before = make_backend(params).identity()["revision"]
     (copy / "extra.json").write_text("{}")
     assert make_backend(params).identity()["revision"] != before
@@ -184,7 +186,9 @@ def test_a_changed_model_folder_changes_the_identity(tiny_vlm_folder: Path, tmp_
 
 def test_config_errors_name_the_problem(tmp_path) -> None:
     with pytest.raises(FileNotFoundError, match="not a model folder"):
-        make_backend({"backend": "hf", "model": str(tmp_path)})
+        make_backend(hf(model=str(tmp_path)))
+    with pytest.raises(KeyError, match=r"hf backend: missing keys \['batch_size'\]"):
+        make_backend({k: v for k, v in hf().items() if k != "batch_size"})
     with pytest.raises(KeyError, match="unknown keys \\['temprature'\\]"):
         make_backend({"backend": "hf", "model": "smollm2", "temprature": 0.1})
     with pytest.raises(ValueError, match="choose one of"):
@@ -200,8 +204,8 @@ def test_a_fully_cached_rerun_never_loads_the_model(smollm2_folder: Path, tmp_pa
     asks = [Ask("a", {}), Ask("b", {})]
     replies = []
     for _ in range(2):
-        backend = make_backend({"backend": "hf", "model": "smollm2"})
-        chat = Chat(backend, prompts, RowCache("t", tmp_path), Sampling(max_tokens=6), 4)
+        backend = make_backend(hf(model="smollm2"))
+        chat = Chat(backend, prompts, RowCache("t", tmp_path), sampling(max_tokens=6), 4)
         replies.append(chat.ask("describe", asks, DESCRIBE_SCHEMA))
     assert backend.model is None  # the second backend answered everything from the cache
     assert replies[0] == replies[1]

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import yaml
 from backends.chat_server import chat_server, free_port, transformers_serve
-from helpers import ROOT
+from helpers import ROOT, conf_option, sampling
 from PIL import Image
 
 from safeforge.backends import ChatRequest, Reply, Sampling, make_backend
@@ -24,6 +24,7 @@ SCHEMA = {"type": "object", "properties": {"label": {"type": "string"}}, "requir
 
 
 def ask(text: str, **kw) -> ChatRequest:
+    kw.setdefault("sampling", sampling())
     return ChatRequest(messages=({"role": "user", "content": text},), **kw)
 
 
@@ -45,8 +46,9 @@ def backend() -> Iterator:
     made: list[OpenAIBackend] = []
 
     def make(base_url: str, **params) -> OpenAIBackend:
-        defaults = {"model": "test-model", "base_url": base_url, "timeout_s": 10, "backoff_s": 0.01}
-        made.append(OpenAIBackend.from_params({"backend": "openai", **defaults, **params}))
+        test = {"model": "test-model", "base_url": base_url, "timeout_s": 10, "backoff_s": 0.01}
+        test = {**test, "api_key_env": None, **params}
+        made.append(OpenAIBackend.from_params(conf_option("generator", "openai", **test)))
         return made[-1]
 
     yield make
@@ -78,10 +80,10 @@ def test_model_sampling_and_images_are_sent(backend, tmp_path: Path) -> None:
     for i, color in enumerate(["red", "blue"]):
         images.append(tmp_path / f"{i}.png")
         Image.new("RGB", (8, 8), color).save(images[-1])
-    sampling = Sampling(max_tokens=7, temperature=0.5, top_p=0.9, seed=3)
+    chosen = Sampling(max_tokens=7, temperature=0.5, top_p=0.9, seed=3)
     with chat_server() as url:
         with_images, plain = backend(url).complete(
-            [ask("look", images=tuple(map(str, images)), sampling=sampling), ask("no picture")]
+            [ask("look", images=tuple(map(str, images)), sampling=chosen), ask("no picture")]
         )
     got = echoed(with_images)
     assert (got["echo"], got["n_images"], got["model"]) == ("look", 2, "test-model")
@@ -220,7 +222,9 @@ def test_a_server_without_logprobs_is_an_error_reply_not_a_guess(backend) -> Non
 def test_choice_logprobs_outside_the_api_range_is_refused() -> None:
     for k in (0, 21):
         with pytest.raises(ValueError, match="choice_logprobs"):
-            OpenAIBackend.from_params({"model": "m", "choice_logprobs": k})
+            OpenAIBackend.from_params(
+                conf_option("generator", "openai", api_key_env=None, choice_logprobs=k)
+            )
 
 
 # --- retries -------------------------------------------------------------------------------
@@ -299,7 +303,9 @@ def test_unknown_key_is_rejected() -> None:
 def test_unset_key_variable_is_named(monkeypatch) -> None:
     monkeypatch.delenv("SF_TEST_MISSING_KEY", raising=False)
     with pytest.raises(ValueError, match="SF_TEST_MISSING_KEY is not set"):
-        OpenAIBackend.from_params({"model": "m", "api_key_env": "SF_TEST_MISSING_KEY"})
+        OpenAIBackend.from_params(
+            conf_option("generator", "openai", api_key_env="SF_TEST_MISSING_KEY")
+        )
 
 
 def test_key_is_sent_but_never_shown(backend, monkeypatch, caplog) -> None:
@@ -344,16 +350,17 @@ def smollm2_server(smollm2_folder: Path) -> Iterator[str]:
 @pytest.mark.slow
 def test_transformers_serve_smollm2(smollm2_server: str, smollm2_folder: Path) -> None:
     # the server is pinned to the folder and answers only to that model name
-    b = OpenAIBackend(
-        model=str(smollm2_folder), base_url=smollm2_server, concurrency=2, images=False
+    params = {"model": str(smollm2_folder), "base_url": smollm2_server, "api_key_env": None}
+    b = OpenAIBackend.from_params(
+        conf_option("generator", "openai", **params, concurrency=2, images=False)
     )
-    sampling = Sampling(max_tokens=16)
+    short = sampling(max_tokens=16)
     replies = b.complete(
         [
-            ask("Say hello.", sampling=sampling),
-            ask("Name a colour.", sampling=sampling),
+            ask("Say hello.", sampling=short),
+            ask("Name a colour.", sampling=short),
             # transformers serve ignores response_format: the reply is plain text, and no error
-            ask("Is fire hot? Answer in JSON.", sampling=sampling, json_schema=SCHEMA),
+            ask("Is fire hot? Answer in JSON.", sampling=short, json_schema=SCHEMA),
         ]
     )
     b.close()

@@ -13,6 +13,7 @@ from types import ModuleType, SimpleNamespace
 from typing import Any
 
 import pytest
+from helpers import conf_option, sampling
 from PIL import Image
 
 from safeforge.backends import make_backend
@@ -28,11 +29,19 @@ from safeforge.backends.vllm import (
 )
 
 HAS_VLLM = importlib.util.find_spec("vllm") is not None
+
+
+def vllm_params(**changes: Any) -> dict[str, Any]:
+    """conf/generator/vllm.yaml composed, with `changes` on top."""
+    return conf_option("generator", "vllm", **changes)
+
+
 CONF = Path(__file__).resolve().parents[2] / "conf" / "generator" / "vllm.yaml"
 
 
 def request(text: str = "hi", images: tuple[str, ...] = (), **kw: Any) -> ChatRequest:
     messages = ({"role": "system", "content": "Be safe."}, {"role": "user", "content": text})
+    kw.setdefault("sampling", sampling())
     return ChatRequest(messages=messages, images=images, **kw)
 
 
@@ -74,12 +83,12 @@ def png(tmp_path: Path) -> Path:
 @pytest.mark.skipif(HAS_VLLM, reason="vllm is installed here")
 def test_constructing_without_vllm_says_how_to_install() -> None:
     with pytest.raises(ImportError, match=r"safeforge\[gpu\]"):
-        make_backend({"backend": "vllm", "model": "some/model"})
+        make_backend(vllm_params(model="some/model"))
 
 
 def test_from_params_rejects_unknown_keys() -> None:
     with pytest.raises(KeyError, match="max_model_length") as info:
-        VLLMBackend({"model": "m", "max_model_length": 10}, load=False)
+        VLLMBackend(vllm_params(model="m", max_model_length=10), load=False)
     assert "max_model_len" in str(info.value)  # names the known keys too
 
 
@@ -89,17 +98,18 @@ def test_defaults_and_conf_file() -> None:
     params = yaml.safe_load(CONF.read_text())
     backend = VLLMBackend(params, load=False)
     assert backend.params["trust_remote_code"] is False
-    assert VLLMBackend({"model": "m"}, load=False).params["trust_remote_code"] is False
     assert backend.model_id == "Qwen/Qwen2.5-VL-7B-Instruct"
     assert backend.revision == ""  # null revision
     assert backend.supports_images is True
     assert backend.default_sampling == Sampling(max_tokens=1024, temperature=0.0, top_p=1.0, seed=0)
     assert backend.identity() == {"backend": "vllm", "model": backend.model_id, "revision": ""}
     assert backend.choice_logprobs == 20
+    with pytest.raises(KeyError, match=r"missing keys \[.*'batch_size'"):
+        VLLMBackend({"backend": "vllm", "model": "m"}, load=False)  # conf/ holds the rest
     with pytest.raises(KeyError):
-        VLLMBackend({"model": "m", "sampling": {"temp": 1}}, load=False)
+        VLLMBackend(vllm_params(model="m", sampling={"temp": 1}), load=False)
     with pytest.raises(ValueError, match="choice_logprobs"):
-        VLLMBackend({"model": "m", "choice_logprobs": 0}, load=False)
+        VLLMBackend(vllm_params(model="m", choice_logprobs=0), load=False)
 
 
 # --- pure functions ----------------------------------------------------------------------
@@ -138,10 +148,10 @@ def test_sampling_kwargs_carries_the_schema_as_a_plain_dict() -> None:
     from types import MappingProxyType
 
     schema = MappingProxyType({"type": "object", "properties": {"ok": {"type": "boolean"}}})
-    kw = sampling_kwargs(Sampling(), schema)
+    kw = sampling_kwargs(sampling(), schema)
     assert kw["json_schema"] == {"type": "object", "properties": {"ok": {"type": "boolean"}}}
     assert type(kw["json_schema"]) is dict
-    assert kw["max_tokens"] == Sampling().max_tokens
+    assert kw["max_tokens"] == sampling().max_tokens
 
 
 @pytest.mark.parametrize(
@@ -231,7 +241,7 @@ class FakeLLM:
 
 
 def fake_backend(llm: FakeLLM | None = None, **params: Any) -> tuple[VLLMBackend, FakeLLM]:
-    backend = VLLMBackend({"model": "m", **params}, load=False)
+    backend = VLLMBackend(vllm_params(model="m", **params), load=False)
     backend._llm = llm = llm or FakeLLM()
     backend._make_sampling = dict  # the kwargs themselves stand in for SamplingParams
     return backend, llm
@@ -251,7 +261,7 @@ def test_complete_passes_one_sampling_per_request() -> None:
     backend.complete(
         [
             request("a"),
-            request("b", sampling=Sampling(temperature=0.8, seed=5), json_schema=schema),
+            request("b", sampling=sampling(temperature=0.8, seed=5), json_schema=schema),
         ]
     )
     [(_, params)] = llm.calls
@@ -345,15 +355,15 @@ def stub_vllm(monkeypatch: pytest.MonkeyPatch, *, new_api: bool) -> dict[str, An
 
 def test_engine_arguments(monkeypatch: pytest.MonkeyPatch) -> None:
     seen = stub_vllm(monkeypatch, new_api=True)
-    VLLMBackend({"model": "org/vlm", "max_images_per_prompt": 2})._load()  # as on first use
+    VLLMBackend(vllm_params(model="org/vlm", max_images_per_prompt=2))._load()  # as on first use
     assert seen["llm"]["model"] == "org/vlm" and seen["llm"]["trust_remote_code"] is False
     assert seen["llm"]["limit_mm_per_prompt"] == {"image": 2}
     seen = stub_vllm(monkeypatch, new_api=True)
-    VLLMBackend({"model": "org/llm", "images": False})._load()
+    VLLMBackend(vllm_params(model="org/llm", images=False))._load()
     assert "limit_mm_per_prompt" not in seen["llm"]  # vLLM refuses it for text-only models
     assert "max_logprobs" not in seen["llm"]  # the engine's default 20 covers choice_logprobs
     seen = stub_vllm(monkeypatch, new_api=True)
-    VLLMBackend({"model": "org/llm", "choice_logprobs": 50})._load()
+    VLLMBackend(vllm_params(model="org/llm", choice_logprobs=50))._load()
     assert seen["llm"]["max_logprobs"] == 50
 
 
@@ -369,7 +379,7 @@ def test_json_schema_uses_the_installed_api(
 ) -> None:
     stub_vllm(monkeypatch, new_api=new_api)
     schema = {"type": "object"}
-    _, kw = make_sampling_params(sampling_kwargs(Sampling(max_tokens=8), schema))
+    _, kw = make_sampling_params(sampling_kwargs(sampling(max_tokens=8), schema))
     assert kw == {
         "max_tokens": 8,
         "temperature": 0.0,
@@ -377,5 +387,5 @@ def test_json_schema_uses_the_installed_api(
         "seed": None,
         keyword: (cls, schema),
     }
-    _, kw = make_sampling_params(sampling_kwargs(Sampling(max_tokens=8), None))
+    _, kw = make_sampling_params(sampling_kwargs(sampling(max_tokens=8), None))
     assert keyword not in kw

@@ -10,8 +10,9 @@ import json
 from collections import Counter
 
 import pytest
+from helpers import sampling
 
-from safeforge.backends.base import Backend, ChatRequest, Reply, Sampling
+from safeforge.backends.base import Backend, ChatRequest, Reply
 from safeforge.cache import RowCache
 from safeforge.chain.chat import Chat, Prompts
 from safeforge.config import compose
@@ -104,7 +105,7 @@ def prompts() -> Prompts:
 
 def run(images, prompts, tmp_path, model=None, contrast=True):
     model = model or ScriptedModel()
-    chat = Chat(model, prompts, RowCache("t", tmp_path / "cache"), Sampling(), batch_size=4)
+    chat = Chat(model, prompts, RowCache("t", tmp_path / "cache"), sampling(), batch_size=4)
     return write_records(images, chat, CATEGORIES, 3, contrast, "scripted@1"), chat, model
 
 

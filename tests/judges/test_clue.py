@@ -9,6 +9,7 @@ import itertools
 import json
 import random
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -16,11 +17,11 @@ import numpy as np
 import polars as pl
 import pytest
 import yaml
+from helpers import conf_option
 from PIL import Image
 
 from safeforge.backends import make_backend
 from safeforge.backends.base import Backend, ChatRequest, Reply
-from safeforge.config import ROOT
 from safeforge.judges.base import JUDGE_FILE, load_judge
 from safeforge.judges.clue import (
     ClueConfig,
@@ -38,7 +39,25 @@ from safeforge.judges.clue import (
     yes_score,
 )
 
-PAPER = Scoring()  # the defaults: the paper's alpha1 = -0.3*s0, alpha2 = 0.8*(1-s0), beta = 0.6
+
+def merged(base: dict[str, Any], changes: dict[str, Any]) -> dict[str, Any]:
+    """`base` with `changes` merged in, key by key into nested sections."""
+    out = dict(base)
+    for key, value in changes.items():
+        both = isinstance(value, dict) and isinstance(out.get(key), dict)
+        out[key] = merged(out[key], value) if both else value
+    return out
+
+
+def clue_params(**changes: Any) -> dict[str, Any]:
+    """conf/judge/clue.yaml composed, less "kind", with `changes` merged in."""
+    params = conf_option("judge", "clue")
+    assert params.pop("kind") == "clue"
+    return merged(params, changes)
+
+
+# the shipped settings: the paper's alpha1 = -0.3*s0, alpha2 = 0.8*(1-s0), beta = 0.6
+PAPER = Scoring.from_config(ClueConfig.from_params(clue_params()))
 
 
 # ---- arithmetic ----------------------------------------------------------------------------
@@ -75,11 +94,11 @@ def test_debiased_score_on_given_numbers(s, s0, sc, want) -> None:
 
 
 def test_debias_weights() -> None:
-    half = Scoring(no_image_weight=0.5, centre_weight=0.0)
+    half = replace(PAPER, no_image_weight=0.5, centre_weight=0.0)
     # prior = 0.5*0.3 + 0.5*0.5 = 0.4; u = (0.7-0.4)/0.6 = 0.5; the centre does not count
     assert half.debiased(0.7, 0.3, 0.0) == pytest.approx(0.5)
     # w0 = 0 and wc = 0: the undebiased ablation, raw s against 0.5
-    raw = Scoring(no_image_weight=0.0, centre_weight=0.0)
+    raw = replace(PAPER, no_image_weight=0.0, centre_weight=0.0)
     assert raw.debiased(0.95, 0.99, 0.0) == pytest.approx(0.9)
     assert raw.decide(raw.debiased(0.95, 0.99, 0.0)) == "holds"
     # debiased, the same s says nothing: the question alone already gets 0.99
@@ -113,7 +132,7 @@ def test_thresholds_hold_reject_or_fall_back() -> None:
     assert PAPER.decide(-0.31) == "rejects"
     for unsure in (0.8, 0.0, -0.3, 0.5):
         assert PAPER.decide(unsure) == "unsure"
-    narrow = Scoring(hold=0.1, reject=0.0)
+    narrow = replace(PAPER, hold=0.1, reject=0.0)
     assert [narrow.decide(d) for d in (0.11, 0.05, -0.01)] == ["holds", "unsure", "rejects"]
 
 
@@ -126,7 +145,11 @@ def test_precondition_score_mapping_and_its_consistency_with_the_decision() -> N
     # fallback verdicts: q(hold) = 0.8667 and q(reject) = 0.28
     assert PAPER.fallback_score(True) == pytest.approx(0.5 + 0.5 * 0.55 / 0.75)
     assert PAPER.fallback_score(False) == pytest.approx(0.5 * 0.7 / 1.25)
-    for scoring in (PAPER, Scoring(hold=0.1, reject=0.0), Scoring(hold=1.0, reject=-1.0)):
+    for scoring in (
+        PAPER,
+        replace(PAPER, hold=0.1, reject=0.0),
+        replace(PAPER, hold=1.0, reject=-1.0),
+    ):
         assert scoring.fallback_score(False) < 0.5 <= scoring.fallback_score(True)
         for d in np.linspace(-1, 1, 401):
             decision = scoring.decide(float(d))
@@ -173,7 +196,7 @@ def test_a_failed_fallback_call_is_a_backend_error() -> None:
 
 # ---- the constitution ----------------------------------------------------------------------
 def test_the_default_constitution_covers_the_taxonomy() -> None:
-    constitution = load_constitution("default")
+    constitution = load_constitution("default", "default")
     taxonomy = load_taxonomy("default")
     per_category = {c: 0 for c in taxonomy}
     for rule in constitution.rules:
@@ -264,31 +287,37 @@ def test_the_centre_removed_file_is_written_once_per_image_content(tmp_path) -> 
 
 
 # ---- config ------------------------------------------------------------------------------------
-BACKEND = {"backend": "hf", "model": "unused", "images": True}
-
-
 def test_unknown_config_keys_name_themselves_and_the_known_ones() -> None:
     with pytest.raises(KeyError, match=r"unknown keys \['top_kk'\].*'top_k'"):
-        ClueConfig.from_params({"backend": BACKEND, "relevance": {"top_kk": 3}})
+        ClueConfig.from_params(clue_params(relevance={"top_kk": 3}))
     with pytest.raises(KeyError, match=r"unknown keys \['treshold'\].*'hold_threshold'"):
-        ClueJudge.fit(pl.DataFrame(), pl.DataFrame(), {"backend": BACKEND, "treshold": 0.5})
+        ClueJudge.fit(pl.DataFrame(), pl.DataFrame(), clue_params(treshold=0.5))
     with pytest.raises(ValueError, match="reject_threshold < hold_threshold"):
-        ClueConfig.from_params({"backend": BACKEND, "hold_threshold": 0.1, "reject_threshold": 0.2})
+        ClueConfig.from_params(clue_params(hold_threshold=0.1, reject_threshold=0.2))
+    with pytest.raises(KeyError, match=r"judge \(clue\)\.fallback: missing keys \['max_tokens'\]"):
+        params = clue_params()
+        del params["fallback"]["max_tokens"]
+        ClueConfig.from_params(params)
 
 
 def test_the_shipped_config_parses() -> None:
-    params = yaml.safe_load((ROOT / "conf/judge/clue.yaml").read_text(encoding="utf-8"))
-    assert params.pop("kind") == "clue"
-    config = ClueConfig.from_params(params)
+    config = ClueConfig.from_params(clue_params())
     assert config.backend["images"] is True
-    assert Scoring.from_config(config) == PAPER
+    # its backend is conf/generator/hf.yaml with the model, images and max_tokens changed
+    hf = conf_option("generator", "hf")
+    assert {k for k, v in config.backend.items() if v != hf[k]} == {"model", "images", "sampling"}
+    assert {k for k, v in config.backend["sampling"].items() if v != hf["sampling"][k]} == {
+        "max_tokens"
+    }
+    assert (
+        Scoring(no_image_weight=1.0, centre_weight=4 / 3, hold=0.8, reject=-0.3, fallback=True)
+        == PAPER
+    )
     assert ClueConfig.from_params(config.to_params()) == config
 
 
 def test_a_missing_model_folder_names_the_keys_to_set(tmp_path) -> None:
-    params = yaml.safe_load((ROOT / "conf/judge/clue.yaml").read_text(encoding="utf-8"))
-    params.pop("kind")
-    params["backend"]["model"] = str(tmp_path / "no-model")
+    params = clue_params(backend={"model": str(tmp_path / "no-model")})
     with pytest.raises(FileNotFoundError, match=r"zero_shot\.clue\.backend.*no-model"):
         ClueJudge.from_params(params)
 
@@ -358,7 +387,7 @@ TEXTS = [
 @pytest.fixture(scope="module")
 def vlm(tiny_vlm_folder: Path) -> Backend:
     return make_backend(
-        {"backend": "hf", "model": str(tiny_vlm_folder), "images": True, "batch_size": 32}
+        conf_option("generator", "hf", model=str(tiny_vlm_folder), images=True, batch_size=32)
     )
 
 
@@ -404,9 +433,9 @@ def make_judge(
         "batch_size": 16,
         **overrides,
     }
-    config = ClueConfig.from_params(params)
+    config = ClueConfig.from_params(clue_params(**params))
     recording = Recording(vlm)
-    judge = ClueJudge(config, load_constitution(str(constitution_file)), recording)
+    judge = ClueJudge(config, load_constitution(str(constitution_file), "default"), recording)
     judge.cache_dir = cache_dir
     return judge, recording
 
@@ -568,11 +597,11 @@ def a_cut(steps_of: list[list[dict[str, Any]]]) -> float | None:
     raw = [(s["rule"], s["s"], s["s0"], s["sc"]) for steps in steps_of for s in steps]
     # candidates: between the scores with and without the veto (which depends on the cut)
     loose = sorted(
-        {Scoring(hold=1.0, reject=-1.0).debiased(*r[1:]) for r in raw}
-        | {Scoring(centre_weight=0.0).debiased(*r[1:]) for r in raw}
+        {replace(PAPER, hold=1.0, reject=-1.0).debiased(*r[1:]) for r in raw}
+        | {replace(PAPER, centre_weight=0.0).debiased(*r[1:]) for r in raw}
     )
     for t in [(a + b) / 2 for a, b in itertools.pairwise(loose)]:
-        scoring = Scoring(hold=t + 1e-6, reject=t - 1e-6)
+        scoring = replace(PAPER, hold=t + 1e-6, reject=t - 1e-6)
         ds = [scoring.debiased(*r[1:]) for r in raw]
         if min(abs(d - t) for d in ds) < 1e-4:
             continue

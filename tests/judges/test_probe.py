@@ -9,13 +9,14 @@ import numpy as np
 import polars as pl
 import pytest
 import torch
+from helpers import judge_conf
 
 from safeforge.judges.base import JUDGE_FILE, load_judge
 from safeforge.judges.metrics import binary_metrics
 from safeforge.judges.probe import WEIGHTS_FILE, ProbeConfig, ProbeJudge
 
 CATEGORIES = ["drugs", "self_harm", "weapons"]
-FAST = ProbeConfig(epochs=12, patience=4)
+FAST = ProbeConfig.from_params(judge_conf("probe", epochs=12, patience=4))
 
 
 def _unit(x: np.ndarray) -> np.ndarray:
@@ -53,7 +54,7 @@ def data() -> dict[str, pl.DataFrame]:
 
 @pytest.fixture(scope="module")
 def judge(data: dict[str, pl.DataFrame]) -> ProbeJudge:
-    return ProbeJudge.fit(data["train"], data["val"], ProbeConfig())
+    return ProbeJudge.fit(data["train"], data["val"], judge_conf("probe"))
 
 
 def test_setup_needs_the_pair(data: dict[str, pl.DataFrame]) -> None:
@@ -67,7 +68,7 @@ def test_fit_learns_pair_signal(judge: ProbeJudge, data: dict[str, pl.DataFrame]
     assert out.columns == ["p_unsafe", "pred_category", "rationale"]
     assert out.height == test.height
     assert out["p_unsafe"].is_between(0.0, 1.0).all()
-    m = binary_metrics(test["label"].to_list(), out["p_unsafe"].to_numpy())
+    m = binary_metrics(test["label"].to_list(), out["p_unsafe"].to_numpy(), threshold=0.5)
     assert m["balanced_accuracy"] > 0.9
     assert (out["pred_category"] == test["category"]).mean() > 0.9
     assert out["rationale"][0].startswith("probe: p_unsafe=")
@@ -112,7 +113,7 @@ def test_empty_val_selects_on_train_loss(
     data: dict[str, pl.DataFrame], caplog: pytest.LogCaptureFixture
 ) -> None:
     with caplog.at_level(logging.WARNING):
-        j = ProbeJudge.fit(data["train"], data["train"].clear(), ProbeConfig(epochs=3))
+        j = ProbeJudge.fit(data["train"], data["train"].clear(), judge_conf("probe", epochs=3))
     assert "train loss" in caplog.text
     assert j.selected_on == "train_loss" and j.history[0]["val_loss"] is None
 

@@ -14,10 +14,10 @@ import numpy as np
 import polars as pl
 import pytest
 import torch
+from helpers import conf_option
 from PIL import Image
 
 from safeforge import io
-from safeforge.config import compose
 from safeforge.judges.base import JUDGE_FILE, PREDICTION_SCHEMA, load_judge
 from safeforge.judges.vlm import (
     PREFILL,
@@ -44,6 +44,15 @@ FAST: dict[str, Any] = {
     "max_new_tokens": 8,
     "seed": 0,
 }
+
+
+def vlm(**changes: Any) -> dict[str, Any]:
+    """conf/judge/vlm.yaml composed, less "kind", with `changes` on top."""
+    params = conf_option("judge", "vlm", **changes)
+    assert params.pop("kind") == "vlm"
+    return params
+
+
 ROWS = [  # label, category
     ("safe", "drugs"),
     ("unsafe", "drugs"),
@@ -85,13 +94,13 @@ def frames(tmp_path_factory: pytest.TempPathFactory) -> dict[str, pl.DataFrame]:
 
 @pytest.fixture(scope="module")
 def lora_judge(tiny_vlm_folder: Path, frames: dict[str, pl.DataFrame]) -> VlmJudge:
-    params = {"model": str(tiny_vlm_folder), "lr": 1e-2, **FAST}
+    params = vlm(model=str(tiny_vlm_folder), lr=1e-2, **FAST)
     return VlmJudge.fit(frames["train"], frames["val"], params)
 
 
 @pytest.fixture(scope="module")
 def full_judge(tiny_vlm_folder: Path, frames: dict[str, pl.DataFrame]) -> VlmJudge:
-    params = {"model": str(tiny_vlm_folder), "finetune": "full", "lr": 2e-3, **FAST}
+    params = vlm(model=str(tiny_vlm_folder), finetune="full", lr=2e-3, **FAST)
     params |= {"weight_decay": 0.01}  # decay must not reach the frozen tower either
     return VlmJudge.fit(frames["train"], frames["val"].clear(), params | {"generate": False})
 
@@ -295,9 +304,10 @@ def test_freezing_needs_a_vision_module() -> None:
     text_only = torch.nn.ModuleDict({"q_proj": torch.nn.Linear(4, 4)})
     assert vision_module_name(text_only) is None
     with pytest.raises(ValueError, match=r"freeze_vision=false"):
-        prepare_for_training(text_only, VlmConfig())
+        prepare_for_training(text_only, VlmConfig.from_params(vlm()))
     with pytest.raises(ValueError, match=r"lora_target_modules.*\['q_proj'\]"):
-        prepare_for_training(text_only, VlmConfig(freeze_vision=False, lora_target_modules=["x"]))
+        cfg = VlmConfig.from_params(vlm(freeze_vision=False, lora_target_modules=["x"]))
+        prepare_for_training(text_only, cfg)
 
 
 def test_frozen_vision_tower_full(full_judge: VlmJudge, tiny_vlm_folder: Path) -> None:
@@ -320,11 +330,11 @@ def test_unknown_key_and_missing_model(
 ) -> None:
     train, val = frames["train"], frames["val"]
     with pytest.raises(KeyError, match=r"learning_rate.*known.*'lr'"):
-        VlmJudge.fit(train, val, {"model": str(tiny_vlm_folder), "learning_rate": 1e-3})
+        VlmJudge.fit(train, val, vlm(model=str(tiny_vlm_folder), learning_rate=1e-3))
     with pytest.raises(FileNotFoundError, match=r"judge\.model=.*huggingface-cli download"):
-        VlmJudge.fit(train, val, {"model": str(tmp_path / "no-such-model")})
+        VlmJudge.fit(train, val, vlm(model=str(tmp_path / "no-such-model")))
     with pytest.raises(ValueError, match="finetune"):
-        VlmJudge.fit(train, val, {"model": str(tiny_vlm_folder), "finetune": "qlora"})
+        VlmJudge.fit(train, val, vlm(model=str(tiny_vlm_folder), finetune="qlora"))
 
 
 def test_load_needs_the_lora_base_model(lora_judge: VlmJudge, tmp_path: Path) -> None:
@@ -350,13 +360,8 @@ def test_bad_rows_are_skipped_and_counted(
         .otherwise("image_path"),
         query=pl.when(pl.col("record_id") == "r2").then(pl.lit("word " * 300)).otherwise("query"),
     )
-    params = {
-        "model": str(tiny_vlm_folder),
-        **FAST,
-        "epochs": 1,
-        "batch_size": 4,
-        "max_seq_len": 400,
-    }
+    params = vlm(**{**FAST, "epochs": 1, "batch_size": 4, "max_seq_len": 400})
+    params["model"] = str(tiny_vlm_folder)
     with caplog.at_level(logging.WARNING):
         judge = VlmJudge.fit(train, train.clear(), params)
     s = judge.train_summary
@@ -370,7 +375,7 @@ def test_bad_rows_are_skipped_and_counted(
 
 def test_same_seed_same_judge(tiny_vlm_folder: Path, frames: dict[str, pl.DataFrame]) -> None:
     before = torch.random.get_rng_state()
-    params = {"model": str(tiny_vlm_folder), **FAST, "epochs": 1, "batch_size": 4}
+    params = vlm(model=str(tiny_vlm_folder), **{**FAST, "epochs": 1, "batch_size": 4})
     params |= {"lr": 1e-2, "lora_dropout": 0.1, "generate": False}
     a, b = (VlmJudge.fit(frames["train"], frames["val"].clear(), params) for _ in range(2))
     assert a.history == b.history
@@ -381,8 +386,10 @@ def test_same_seed_same_judge(tiny_vlm_folder: Path, frames: dict[str, pl.DataFr
     assert torch.equal(before, torch.random.get_rng_state())  # caller's RNG left alone
 
 
-def test_conf_defaults_match_the_code() -> None:
-    judge = compose(overrides=["judge=vlm"])["judge"]
-    assert judge.pop("kind") == "vlm"
-    assert asdict(VlmConfig.from_params(judge)) == asdict(VlmConfig())
-    assert (VlmConfig().lr, VlmConfig().epochs, VlmConfig().freeze_vision) == (1e-5, 3, True)
+def test_the_conf_is_the_only_source_of_settings() -> None:
+    cfg = VlmConfig.from_params(vlm())  # LlavaGuard's recipe, from conf/judge/vlm.yaml
+    assert (cfg.lr, cfg.epochs, cfg.freeze_vision) == (1e-5, 3, True)
+    assert asdict(cfg) == vlm()
+    partial = {k: v for k, v in vlm().items() if k not in ("lr", "seed")}
+    with pytest.raises(KeyError, match=r"judge \(vlm\): missing keys \['lr', 'seed'\]"):
+        VlmConfig.from_params(partial)

@@ -6,10 +6,11 @@ import json
 
 import numpy as np
 import polars as pl
+from helpers import PARAMS, conf_option, sampling
 from PIL import Image
 
 from safeforge.backends import make_backend
-from safeforge.backends.base import Backend, Reply, Sampling
+from safeforge.backends.base import Backend, Reply
 from safeforge.cache import RowCache
 from safeforge.chain.chat import Chat, Prompts
 from safeforge.config import compose
@@ -44,8 +45,9 @@ def images(tmp_path) -> pl.DataFrame:
 def run(tmp_path, backend: Backend, max_tokens: int = 32) -> tuple[pl.DataFrame, Chat]:
     prompts = Prompts.from_params(compose()["prompts"])
     cache = RowCache("t", tmp_path / "cache")
-    chat = Chat(backend, prompts, cache, Sampling(max_tokens=max_tokens), 8)
-    table = describe(images(tmp_path), OcrReader(), NsfwModel(), cache, 4, chat)
+    chat = Chat(backend, prompts, cache, sampling(max_tokens=max_tokens), 8)
+    reader = OcrReader(PARAMS["describe"]["ocr_min_confidence"])
+    table = describe(images(tmp_path), reader, NsfwModel(), cache, 4, chat)
     return table, chat
 
 
@@ -61,7 +63,7 @@ def test_the_vlm_describes_and_a_failed_reply_keeps_the_caption(tmp_path) -> Non
 
 def test_a_real_tiny_vlm_runs_through_describe(tiny_vlm_folder, tmp_path) -> None:
     # random weights write no usable JSON: every image keeps its caption, nothing crashes
-    vlm = make_backend({"backend": "hf", "model": str(tiny_vlm_folder), "images": True})
+    vlm = make_backend(conf_option("generator", "hf", model=str(tiny_vlm_folder), images=True))
     table, chat = run(tmp_path, vlm, max_tokens=6)
     assert table.height == 2 and set(table["describer"]) == {"caption+ocr"}
     assert sum(chat.failure_counts().values()) == 2

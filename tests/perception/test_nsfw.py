@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from helpers import PARAMS
 from PIL import Image
 from skimage import data
 
 from safeforge.perception.nsfw import NsfwModel
+
+BATCH = PARAMS["describe"]["batch_size"]  # images per session run, as the describe stage
 
 
 @pytest.fixture(scope="module")
@@ -31,7 +34,7 @@ def _noise(seed: int, size: int = 300) -> Image.Image:
 
 
 def test_shapes_dtypes_and_ranges(model: NsfwModel, astronaut: Image.Image) -> None:
-    scores, feats = model.score_and_features([astronaut, _noise(0)])
+    scores, feats = model.score_and_features([astronaut, _noise(0)], BATCH)
     assert scores.shape == (2,) and scores.dtype == np.float32
     assert feats.shape == (2, 1024) and feats.dtype == np.float32
     assert np.all((scores >= 0) & (scores <= 1))
@@ -39,22 +42,22 @@ def test_shapes_dtypes_and_ranges(model: NsfwModel, astronaut: Image.Image) -> N
 
 
 def test_empty_input(model: NsfwModel) -> None:
-    scores, feats = model.score_and_features([])
+    scores, feats = model.score_and_features([], BATCH)
     assert scores.shape == (0,) and feats.shape == (0, 1024)
     assert scores.dtype == np.float32 and feats.dtype == np.float32
 
 
 def test_deterministic(model: NsfwModel, coffee: Image.Image) -> None:
-    s1, f1 = model.score_and_features([coffee])
-    s2, f2 = model.score_and_features([coffee])
+    s1, f1 = model.score_and_features([coffee], BATCH)
+    s2, f2 = model.score_and_features([coffee], BATCH)
     np.testing.assert_array_equal(s1, s2)
     np.testing.assert_array_equal(f1, f2)
 
 
 def test_batch_equals_singles(model: NsfwModel, astronaut: Image.Image) -> None:
     images = [astronaut, _noise(1), _noise(2, size=128)]
-    sb, fb = model.score_and_features(images)
-    singles = [model.score_and_features([im]) for im in images]
+    sb, fb = model.score_and_features(images, BATCH)
+    singles = [model.score_and_features([im], BATCH) for im in images]
     np.testing.assert_allclose(sb, np.concatenate([s for s, _ in singles]), atol=1e-4)
     np.testing.assert_allclose(fb, np.concatenate([f for _, f in singles]), atol=1e-4)
     # Chunking across batches gives the same result too.
@@ -70,7 +73,7 @@ def test_score_matches_package_classifier(
 
     clf = Classifier()
     for image in (astronaut, coffee):
-        ours, _ = model.score_and_features([image])
+        ours, _ = model.score_and_features([image], BATCH)
         assert abs(float(ours[0]) - clf.score(image)) < 1e-5
 
 
@@ -79,7 +82,7 @@ def test_centred_features_rank_resized_copy_above_other_image(
 ) -> None:
     w, h = astronaut.size
     resized = astronaut.resize((int(w * 0.8), int(h * 0.8)), resample=Image.BILINEAR)
-    _, feats = model.score_and_features([astronaut, resized, coffee])
+    _, feats = model.score_and_features([astronaut, resized, coffee], BATCH)
     centred = feats - feats.mean(axis=0, keepdims=True)
     unit = centred / np.linalg.norm(centred, axis=1, keepdims=True)
     assert unit[0] @ unit[1] > unit[0] @ unit[2]

@@ -6,6 +6,7 @@ import re
 
 import numpy as np
 import pytest
+from helpers import PARAMS
 from PIL import Image, ImageDraw, ImageFont
 
 from safeforge.perception.ocr import OcrReader, OcrResult
@@ -13,7 +14,7 @@ from safeforge.perception.ocr import OcrReader, OcrResult
 
 @pytest.fixture(scope="module")
 def reader() -> OcrReader:
-    return OcrReader()
+    return OcrReader(PARAMS["describe"]["ocr_min_confidence"])
 
 
 def _render(text: str, size: tuple[int, int] = (512, 512)) -> np.ndarray:

@@ -10,11 +10,12 @@ import numpy as np
 import polars as pl
 import pytest
 from benchmark_standins import benchmark_spec, stand_in_image, taxonomy, vlguard_folder
+from helpers import judge_conf
 
 from safeforge import io
 from safeforge.benchmarks.base import load_benchmark
 from safeforge.judges.base import JUDGE_FILE, Judge, register_judge
-from safeforge.judges.probe import ProbeConfig, ProbeJudge
+from safeforge.judges.probe import ProbeJudge
 from safeforge.report.card import transfer_score
 from safeforge.scoring.benchmark import judges_to_score, score_benchmark
 from safeforge.scoring.evaluate import score_stream
@@ -131,7 +132,7 @@ def probe() -> ProbeJudge:
             "category": ["privacy"] * n,
         }
     )
-    return ProbeJudge.fit(frame[:30], frame[30:], ProbeConfig(epochs=3))
+    return ProbeJudge.fit(frame[:30], frame[30:], judge_conf("probe", epochs=3))
 
 
 def test_probe_judge_scores_benchmark_images_through_real_features(tmp_path, probe) -> None:

@@ -27,28 +27,30 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
-from safeforge.config import check_keys
+from safeforge.config import from_section
 from safeforge.io import sha256_file
 
 
 @dataclass(frozen=True)
 class Sampling:
-    max_tokens: int = 512
-    temperature: float = 0.0  # 0 = greedy
-    top_p: float = 1.0
-    seed: int = 0
+    """A backend section's `sampling:` (conf/generator/*.yaml): every value comes from conf/."""
+
+    max_tokens: int
+    temperature: float  # 0 = greedy
+    top_p: float
+    seed: int
 
     @classmethod
-    def from_params(cls, params: Mapping[str, Any]) -> Sampling:
-        check_keys("sampling", params, cls.__dataclass_fields__)
-        return cls(**params)
+    def from_params(cls, params: Mapping[str, Any], where: str) -> Sampling:
+        return from_section(cls, where, params)
 
 
 @dataclass(frozen=True)
 class ChatRequest:
     messages: tuple[Mapping[str, str], ...]  # {"role": "system"|"user"|"assistant", "content": str}
     images: tuple[str, ...] = ()  # paths, shown with the last user message
-    sampling: Sampling = field(default_factory=Sampling)
+    # the backend section's sampling (or a caller's own): no default, conf/ holds it
+    sampling: Sampling = field(kw_only=True)
     json_schema: Mapping[str, Any] | None = None  # the reply must be JSON of this schema
     choices: tuple[str, ...] = ()  # read these answers' first-token probabilities; no generation
 

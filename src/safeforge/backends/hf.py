@@ -37,7 +37,7 @@ from safeforge.backends.base import (
     choice_token_ids,
 )
 from safeforge.cache import default_cache_dir
-from safeforge.config import check_keys
+from safeforge.config import check_keys, require_keys
 from safeforge.images.load import load_rgb
 
 log = logging.getLogger(__name__)
@@ -93,15 +93,17 @@ class HFBackend(Backend):
 
     def __init__(
         self,
+        *,
         model: str,
-        revision: str | None = None,
-        dtype: str = "auto",
-        device: str = "auto",
-        batch_size: int = 8,
-        images: bool = False,
-        trust_remote_code: bool = False,
-        sampling: Sampling | None = None,
+        revision: str | None,
+        dtype: str,
+        device: str,
+        batch_size: int,
+        images: bool,
+        trust_remote_code: bool,
+        sampling: Sampling,
     ) -> None:
+        """Every value from a backend section (conf/generator/hf.yaml): `from_params`."""
         import torch
 
         if model in PACKAGED:
@@ -117,7 +119,7 @@ class HFBackend(Backend):
         self.model_id = model
         self.revision = f"{revision or 'local'}+{folder_fingerprint(folder)}"
         self.batch_size, self.supports_images = batch_size, images
-        self.default_sampling = sampling or Sampling()
+        self.default_sampling = sampling
         self.device = (
             ("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device
         )
@@ -147,8 +149,11 @@ class HFBackend(Backend):
     @classmethod
     def from_params(cls, params: Mapping[str, Any]) -> HFBackend:
         check_keys("hf backend", params, KEYS)
-        kwargs = {k: v for k, v in params.items() if k not in ("backend", "sampling")}
-        return cls(**kwargs, sampling=Sampling.from_params(params.get("sampling") or {}))
+        require_keys("hf backend", params, KEYS)
+        kwargs = {k: params[k] for k in KEYS if k not in ("backend", "sampling")}
+        return cls(
+            **kwargs, sampling=Sampling.from_params(params["sampling"], "hf backend.sampling")
+        )
 
     def complete(self, requests: Sequence[ChatRequest]) -> list[Reply]:
         if self.model is None:

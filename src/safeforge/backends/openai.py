@@ -37,7 +37,7 @@ from safeforge.backends.base import (
     Sampling,
     openai_messages,
 )
-from safeforge.config import check_keys
+from safeforge.config import check_keys, require_keys
 
 log = logging.getLogger(__name__)
 
@@ -61,19 +61,21 @@ class OpenAIBackend(Backend):
 
     def __init__(
         self,
+        *,
         model: str,
-        revision: str = "main",
-        base_url: str = "http://127.0.0.1:8000/v1",
-        api_key_env: str | None = None,
-        concurrency: int = 8,
-        timeout_s: float = 120.0,
-        max_retries: int = 4,
-        json_schema: bool = True,
-        images: bool = True,
-        sampling: Sampling | None = None,
-        backoff_s: float = 0.5,
-        choice_logprobs: int = _MAX_TOP_LOGPROBS,
+        revision: str,
+        base_url: str,
+        api_key_env: str | None,
+        concurrency: int,
+        timeout_s: float,
+        max_retries: int,
+        json_schema: bool,
+        images: bool,
+        sampling: Sampling,
+        backoff_s: float,
+        choice_logprobs: int,
     ) -> None:
+        """Every value from a backend section (conf/generator/openai.yaml): `from_params`."""
         if concurrency < 1 or max_retries < 0:
             raise ValueError(
                 f"need concurrency >= 1, max_retries >= 0: {concurrency}, {max_retries}"
@@ -85,7 +87,7 @@ class OpenAIBackend(Backend):
         self.url = base_url.rstrip("/") + "/chat/completions"
         self.concurrency, self.timeout_s, self.max_retries = concurrency, timeout_s, max_retries
         self.send_schema, self.supports_images = json_schema, images
-        self.default_sampling = sampling or Sampling()
+        self.default_sampling = sampling
         self.backoff_s = backoff_s
         self._key: str | None = None
         if api_key_env is not None:
@@ -103,10 +105,9 @@ class OpenAIBackend(Backend):
     def from_params(cls, params: Mapping[str, Any]) -> OpenAIBackend:
         known = set(inspect.signature(cls).parameters) | {"backend"}
         check_keys("openai backend", params, known)
-        if "model" not in params:
-            raise KeyError("openai backend: 'model' (the server's model name) is required")
-        kwargs = {k: v for k, v in params.items() if k != "backend"}
-        kwargs["sampling"] = Sampling.from_params(params.get("sampling") or {})
+        require_keys("openai backend", params, known)
+        kwargs = {k: params[k] for k in known if k != "backend"}
+        kwargs["sampling"] = Sampling.from_params(params["sampling"], "openai backend.sampling")
         return cls(**kwargs)
 
     def __repr__(self) -> str:

@@ -44,7 +44,7 @@ from safeforge.backends.base import (
     choice_token_ids,
     openai_messages,
 )
-from safeforge.config import check_keys
+from safeforge.config import check_keys, require_keys
 
 log = logging.getLogger(__name__)
 # a request's conversation, its vLLM SamplingParams, and for a choices request each choice's
@@ -53,21 +53,12 @@ Prepared = tuple[list[dict], Any, Mapping[str, int] | None]
 VLLM_MAX_LOGPROBS = 20  # the engine's default cap on SamplingParams.logprobs
 
 INSTALL_HINT = "vLLM is not installed: pip install 'safeforge[gpu]' (vLLM needs a CUDA GPU)"
-DEFAULTS: dict[str, Any] = {
-    "backend": "vllm",
-    "model": "Qwen/Qwen2.5-VL-7B-Instruct",
-    "revision": None,
-    "dtype": "auto",
-    "tensor_parallel_size": 1,
-    "gpu_memory_utilization": 0.9,
-    "max_model_len": 8192,
-    "max_images_per_prompt": 1,
-    "trust_remote_code": False,  # never run a model repo's code unasked
-    "batch_size": 256,
-    "images": True,
-    "sampling": {},
-    "choice_logprobs": 20,  # top-k logprobs read for a choices request
-}
+# the keys of a vllm backend section; their values live in conf/generator/vllm.yaml only
+KEYS = frozenset(
+    {"backend", "model", "revision", "dtype", "tensor_parallel_size", "gpu_memory_utilization"}
+    | {"max_model_len", "max_images_per_prompt", "trust_remote_code", "batch_size", "images"}
+    | {"sampling", "choice_logprobs"}
+)
 
 
 def build_conversation(request: ChatRequest) -> list[dict]:
@@ -159,13 +150,18 @@ class VLLMBackend(Backend):
     name: ClassVar[str] = "vllm"
 
     def __init__(self, params: Mapping[str, Any], *, load: bool = True) -> None:
-        check_keys("vllm", params, DEFAULTS)
-        self.params = {**DEFAULTS, **params}
+        """`params`: a whole backend section (conf/generator/vllm.yaml); `load=False` skips the
+        check that vLLM is installed (tests stand in for the engine)."""
+        check_keys("vllm backend", params, KEYS)
+        require_keys("vllm backend", params, KEYS)
+        self.params = dict(params)
         self.model_id = str(self.params["model"])
         self.revision = str(self.params["revision"] or "")  # "" = whatever the hub/folder holds
         self.supports_images = bool(self.params["images"])
         self.batch_size = int(self.params["batch_size"])
-        self.default_sampling = Sampling.from_params(self.params["sampling"] or {})
+        self.default_sampling = Sampling.from_params(
+            self.params["sampling"], "vllm backend.sampling"
+        )
         self.choice_logprobs = int(self.params["choice_logprobs"])
         if self.choice_logprobs < 1:
             raise ValueError(f"vllm: choice_logprobs={self.choice_logprobs} must be >= 1")

@@ -15,7 +15,7 @@ import json
 import string
 from collections import Counter
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from safeforge.backends import make_backend
@@ -74,8 +74,11 @@ def open_chat(
 ) -> Chat:
     """A Chat on the backend a `generator:` or `describe.vlm:` section names."""
 
-    sampling = Sampling.from_params(backend_params.get("sampling") or {})
-    return Chat(make_backend(backend_params), prompts, cache, sampling, batch_size)
+    backend = make_backend(backend_params)  # fails first on a missing or misspelt key
+    where = f"{backend_params['backend']} backend.sampling"
+    return Chat(
+        backend, prompts, cache, Sampling.from_params(backend_params["sampling"], where), batch_size
+    )
 
 
 def _object(properties: dict[str, Any]) -> dict[str, Any]:
@@ -126,7 +129,7 @@ class Chat:
         prompts: Prompts,
         cache: RowCache,
         sampling: Sampling,
-        batch_size: int = 64,
+        batch_size: int,
     ) -> None:
         self.backend, self.prompts, self.cache = backend, prompts, cache
         self.sampling, self.batch_size = sampling, batch_size
@@ -192,7 +195,7 @@ class Chat:
             {"role": "assistant", "content": reply.text},
             {"role": "user", "content": correction},
         )
-        return ChatRequest(messages, request.images, request.sampling, request.json_schema)
+        return replace(request, messages=messages)
 
     def _complete(self, requests: list[ChatRequest], desc: str) -> list[Reply]:
         self.requests += len(requests)

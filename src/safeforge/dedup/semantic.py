@@ -17,9 +17,13 @@ import numpy as np
 
 ROWS_PER_CHUNK = 8192  # rows projected / assigned at once
 PRODUCT_CELLS = 1 << 23  # similarity cells computed at once (32 MiB of float32)
+# the PCA sample and the k-means start: fixed so dedup is deterministic; internal, not a knob
+SEED = 0
 
 
-def normalise(emb: np.ndarray, dim: int = 128, sample: int = 10_000, seed: int = 0) -> np.ndarray:
+def normalise(
+    emb: np.ndarray, dim: int = 128, sample: int = 10_000, seed: int = SEED
+) -> np.ndarray:
     """Centre, project onto the top `dim` principal directions, unit-normalise: (n, dim) float32.
 
     The mean and the directions are fitted on at most `sample` rows; rows are projected in chunks
@@ -78,7 +82,7 @@ def near_pairs(
     block_size: int = 1024,
     probes: int = 2,
     iterations: int = 10,
-    seed: int = 0,
+    seed: int = SEED,
 ) -> np.ndarray:
     """Index pairs (i < j), sorted and unique, with cosine >= min_cosine; `x` unit rows."""
     n = len(x)

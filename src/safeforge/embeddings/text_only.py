@@ -18,10 +18,12 @@ from sklearn.model_selection import GroupKFold
 log = logging.getLogger(__name__)
 
 FOLDS = 5
+# the logistic regression's random_state: fixed for reproducible scores; internal, not a knob
+SEED = 0
 
 
 def text_only_p_unsafe(
-    query_emb: np.ndarray, labels: list[str], queries: list[str], seed: int = 0
+    query_emb: np.ndarray, labels: list[str], queries: list[str], seed: int = SEED
 ) -> np.ndarray:
     """Out-of-fold P(unsafe | query text) per row (float32)."""
     y = np.array([label == "unsafe" for label in labels])

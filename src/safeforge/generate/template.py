@@ -34,7 +34,8 @@ class TemplateGenerator:
     # bump when write()'s output changes shape or wording: it is part of the row-cache key
     code_version = 2
 
-    def __init__(self, model: str = "scenario-library", revision: str = "v1") -> None:
+    def __init__(self, model: str, revision: str) -> None:
+        """`model` and `revision`: the generator section's (conf/generator/template.yaml)."""
         self.model_id = f"{model}@{revision}"
 
     def cache_parts(self, image: dict[str, Any], scenario: Scenario) -> dict[str, Any]:

@@ -33,11 +33,16 @@ def _check(labels: Sequence[str], p_unsafe: Any) -> tuple[np.ndarray, np.ndarray
     return y == "unsafe", p
 
 
+# the cut for the val metrics judges log while training (probe, vlm); not a knob: scoring
+# applies `score.threshold` from conf/
+VAL_THRESHOLD = 0.5
+
+
 def _ratio(num: float, den: float) -> float | None:
     return None if den == 0 else round(float(num) / float(den), 6)
 
 
-def threshold_labels(p_unsafe: Any, threshold: float = 0.5) -> list[str]:
+def threshold_labels(p_unsafe: Any, threshold: float) -> list[str]:
     """Map scores to "unsafe"/"safe" labels with the same >= rule as `binary_metrics`."""
     p = np.asarray(p_unsafe, dtype=np.float64).reshape(-1)
     return ["unsafe" if v >= threshold else "safe" for v in p]
@@ -61,7 +66,7 @@ def auroc(is_unsafe: np.ndarray, p: np.ndarray) -> float | None:
     return round(float(u) / (n_pos * n_neg), 6)
 
 
-def binary_metrics(labels: Sequence[str], p_unsafe: Any, threshold: float = 0.5) -> dict[str, Any]:
+def binary_metrics(labels: Sequence[str], p_unsafe: Any, threshold: float) -> dict[str, Any]:
     """Confusion-based rates at `threshold` plus threshold-free AUROC."""
     is_unsafe, p = _check(labels, p_unsafe)
     pred = p >= threshold
@@ -96,7 +101,7 @@ def binary_metrics(labels: Sequence[str], p_unsafe: Any, threshold: float = 0.5)
     }
 
 
-def grouped_metrics(df: pl.DataFrame, by: str, threshold: float = 0.5) -> dict[str, dict]:
+def grouped_metrics(df: pl.DataFrame, by: str, threshold: float) -> dict[str, dict]:
     """`binary_metrics` per value of column `by` (keys as strings, sorted); null groups skipped."""
     missing = [c for c in ("label", "p_unsafe", by) if c not in df.columns]
     if missing:

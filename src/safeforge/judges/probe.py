@@ -24,7 +24,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from safeforge import io
-from safeforge.config import check_keys
+from safeforge.config import from_section
 from safeforge.embeddings.features import EMB_COLUMNS
 from safeforge.judges.base import (
     JUDGE_FILE,
@@ -33,7 +33,7 @@ from safeforge.judges.base import (
     register_judge,
     safeforge_version,
 )
-from safeforge.judges.metrics import binary_metrics
+from safeforge.judges.metrics import VAL_THRESHOLD, binary_metrics
 from safeforge.labels import LABELS
 
 log = logging.getLogger(__name__)
@@ -43,14 +43,21 @@ _PREDICT_CHUNK = 8192  # rows per forward pass, bounds memory on large frames
 
 @dataclass
 class ProbeConfig:
-    hidden: int = 256
-    dropout: float = 0.1
-    lr: float = 1e-3
-    weight_decay: float = 1e-2
-    epochs: int = 60
-    batch_size: int = 64
-    seed: int = 0
-    patience: int = 10
+    """Every value comes from conf/judge/probe.yaml; the fields only type it (no defaults here)."""
+
+    hidden: int
+    dropout: float
+    lr: float
+    weight_decay: float
+    epochs: int
+    batch_size: int
+    seed: int
+    patience: int
+
+    @classmethod
+    def from_params(cls, params: Mapping[str, Any]) -> ProbeConfig:
+        """The `judge` section without "kind"; a key missing or misspelt raises KeyError."""
+        return from_section(cls, "judge (probe)", params)
 
 
 def _matrix(df: pl.DataFrame, col: str, dim: int | None) -> np.ndarray:
@@ -161,11 +168,7 @@ class ProbeJudge(Judge):
         cls, train: pl.DataFrame, val: pl.DataFrame, params: Mapping[str, Any] | ProbeConfig
     ) -> ProbeJudge:
         """Train with AdamW on minibatches; keep the epoch with the best val (else train) loss."""
-        if isinstance(params, ProbeConfig):
-            config = params
-        else:
-            check_keys("judge (probe)", params, {f.name for f in fields(ProbeConfig)})
-            config = ProbeConfig(**params)
+        config = params if isinstance(params, ProbeConfig) else ProbeConfig.from_params(params)
         if train.height == 0:
             raise ValueError("probe judge: empty training frame")
         _require_targets(train)
@@ -219,9 +222,9 @@ class ProbeJudge(Judge):
                     out = self.model(xv)
                 row["val_loss"] = round(float(self._loss(out, yv, catv)), 6)
                 p = torch.sigmoid(out[:, 0]).numpy()
-                row["val_balanced_accuracy"] = binary_metrics(val["label"].to_list(), p)[
-                    "balanced_accuracy"
-                ]
+                row["val_balanced_accuracy"] = binary_metrics(
+                    val["label"].to_list(), p, VAL_THRESHOLD
+                )["balanced_accuracy"]
             self.history.append(row)
             score = row["val_loss"] if has_val else row["train_loss"]
             if score < best:
@@ -285,7 +288,7 @@ class ProbeJudge(Judge):
     def load(cls, directory: Path) -> ProbeJudge:
         meta = io.read_json(Path(directory) / JUDGE_FILE)
         known = {f.name for f in fields(ProbeConfig)}
-        cfg = ProbeConfig(**{k: v for k, v in meta["config"].items() if k in known})
+        cfg = ProbeConfig.from_params({k: v for k, v in meta["config"].items() if k in known})
         t = load_file(str(Path(directory) / WEIGHTS_FILE))
         dims, cats = {k: int(v) for k, v in meta["input_dims"].items()}, list(meta["categories"])
         model = _head(dims["image_emb"] + 3 * dims["query_emb"] + 1, 1 + len(cats), cfg)

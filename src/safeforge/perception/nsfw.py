@@ -66,9 +66,10 @@ class NsfwModel:
         return self._session
 
     def score_and_features(
-        self, images: list[Image.Image], batch_size: int = 16
+        self, images: list[Image.Image], batch_size: int
     ) -> tuple[np.ndarray, np.ndarray]:
-        """Return (n,) float32 P(NSFW) and (n, 1024) float32 raw pooled features."""
+        """Return (n,) float32 P(NSFW) and (n, 1024) float32 raw pooled features; `batch_size`:
+        images per session run (`describe.batch_size` in conf/config.yaml)."""
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         if not images:

@@ -31,7 +31,8 @@ class OcrReader:
     `min_confidence` drops recognised lines scoring below it (RapidOCR's `text_score`).
     """
 
-    def __init__(self, min_confidence: float = 0.5) -> None:
+    def __init__(self, min_confidence: float) -> None:
+        """`min_confidence`: `describe.ocr_min_confidence` in conf/config.yaml."""
         self.min_confidence = min_confidence
         # names the package and version, so row-cache keys change when the OCR models do
         self.model_id = f"rapidocr@{version('rapidocr')}"

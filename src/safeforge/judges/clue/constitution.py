@@ -133,7 +133,8 @@ def load_taxonomy(value: str) -> list[str]:
     return list(cats)
 
 
-def load_constitution(value: str, taxonomy: str = "default") -> Constitution:
+def load_constitution(value: str, taxonomy: str) -> Constitution:
+    """`value` and `taxonomy`: the judge's `constitution` and `taxonomy` keys (names or paths)."""
     path = resolve_conf(value, "constitution")
     data = yaml.safe_load(path.read_text(encoding="utf-8"))
     return parse_constitution(data, _shown(path), load_taxonomy(taxonomy))

@@ -41,6 +41,10 @@ FALLBACK_SCHEMA: dict[str, Any] = {
 }
 
 
+# a yes/no question reads one next-token distribution and samples nothing: not a knob
+CHOICE_SAMPLING = Sampling(max_tokens=1, temperature=0.0, top_p=1.0, seed=0)
+
+
 @dataclass(frozen=True)
 class Prompts:
     """The four kinds of request, each with its sampling."""
@@ -52,9 +56,9 @@ class Prompts:
 
     @classmethod
     def from_config(cls, config: ClueConfig) -> Prompts:
-        base = Sampling.from_params(config.backend.get("sampling") or {})
+        base = Sampling.from_params(config.backend["sampling"], "judge (clue).backend.sampling")
         return cls(
-            choice=Sampling(max_tokens=1, temperature=0.0),
+            choice=CHOICE_SAMPLING,
             describe=replace(base, max_tokens=config.relevance.describe_max_tokens),
             reasoning=replace(base, max_tokens=config.fallback.max_tokens),
             summary=replace(base, max_tokens=config.fallback.summary_max_tokens),

@@ -58,11 +58,12 @@ class Step:
 class Scoring:
     """The debiasing, the confidence thresholds and the [0, 1] precondition score."""
 
-    no_image_weight: float = 1.0
-    centre_weight: float = 4 / 3
-    hold: float = 0.8
-    reject: float = -0.3
-    fallback: bool = True
+    # from conf/judge/clue.yaml through ClueConfig (`from_config`): no defaults here
+    no_image_weight: float
+    centre_weight: float
+    hold: float
+    reject: float
+    fallback: bool
 
     @classmethod
     def from_config(cls, c: ClueConfig) -> Scoring:

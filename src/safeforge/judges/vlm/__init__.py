@@ -24,7 +24,6 @@ judge (VlmJudge). Importing this package registers the "vlm" judge kind.
 from safeforge.judges.vlm.batch import load_image
 from safeforge.judges.vlm.config import (
     DTYPES,
-    LORA_TARGETS,
     VlmConfig,
     resolve_device,
     resolve_dtype,
@@ -58,7 +57,6 @@ __all__ = [
     "DTYPES",
     "HISTORY_KEYS",
     "INSTRUCTION",
-    "LORA_TARGETS",
     "MODEL_DIR",
     "NONE_CATEGORY",
     "PREFILL",

@@ -3,50 +3,50 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 
-from safeforge.config import check_keys
+from safeforge.config import from_section
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
-# the language model's attention and MLP projections (Qwen2/Llama/Mistral names)
-LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+WHERE = "judge (vlm)"
 
 
 @dataclass
 class VlmConfig:
-    model: str = "models/Qwen2.5-VL-7B-Instruct"
-    trust_remote_code: bool = False
-    finetune: str = "lora"  # lora | full
-    freeze_vision: bool = True
-    lora_r: int = 128
-    lora_alpha: int = 256
-    lora_dropout: float = 0.05
-    lora_target_modules: list[str] = field(default_factory=lambda: list(LORA_TARGETS))
-    lr: float = 1e-5
-    weight_decay: float = 0.0
-    epochs: int = 3
-    warmup_ratio: float = 0.05
-    batch_size: int = 4
-    grad_accum: int = 8
-    max_grad_norm: float = 1.0
-    max_seq_len: int = 2048
-    max_image_side: int = 672
-    gradient_checkpointing: bool = False
-    dtype: str = "auto"  # auto | float32 | bfloat16 | float16
-    device: str = "auto"  # auto | cpu | cuda | cuda:N
-    seed: int = 0
-    rationale_max_chars: int = 500
-    generate: bool = True
-    max_new_tokens: int = 256
+    """Every value comes from conf/judge/vlm.yaml; the fields only type it (no defaults here)."""
+
+    model: str
+    trust_remote_code: bool
+    finetune: str  # lora | full
+    freeze_vision: bool
+    lora_r: int
+    lora_alpha: int
+    lora_dropout: float
+    lora_target_modules: list[str]
+    lr: float
+    weight_decay: float
+    epochs: int
+    warmup_ratio: float
+    batch_size: int
+    grad_accum: int
+    max_grad_norm: float
+    max_seq_len: int
+    max_image_side: int
+    gradient_checkpointing: bool
+    dtype: str  # auto | float32 | bfloat16 | float16
+    device: str  # auto | cpu | cuda | cuda:N
+    seed: int
+    rationale_max_chars: int
+    generate: bool
+    max_new_tokens: int
 
     @classmethod
     def from_params(cls, params: Mapping[str, Any]) -> VlmConfig:
-        """The `judge` config section without "kind"; a misspelt key raises KeyError."""
-        check_keys("vlm judge", params, [f.name for f in fields(cls)])
-        cfg = cls(**dict(params))
+        """The `judge` config section without "kind"; a key missing or misspelt raises KeyError."""
+        cfg = from_section(cls, WHERE, params)
         cfg.lora_target_modules = [str(m) for m in cfg.lora_target_modules]  # OmegaConf lists
         if cfg.finetune not in ("lora", "full"):
             raise ValueError(f"judge.finetune={cfg.finetune!r}: use 'lora' or 'full'")

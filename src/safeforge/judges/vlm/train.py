@@ -15,7 +15,7 @@ import polars as pl
 import torch
 from tqdm import tqdm
 
-from safeforge.judges.metrics import binary_metrics
+from safeforge.judges.metrics import VAL_THRESHOLD, binary_metrics
 from safeforge.judges.vlm.batch import load_image
 from safeforge.judges.vlm.config import VlmConfig
 from safeforge.judges.vlm.prompt import RATINGS
@@ -186,7 +186,7 @@ def validate(judge: Trainee, rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
         at = first + len(judge.prefill_ids) - 1  # the position that predicts the rating
         ps.append(judge.p_unsafe(out.logits[torch.arange(len(at)), at]).cpu())
     judge.model.train()
-    m = binary_metrics([r["label"] for r in rows], torch.cat(ps).numpy())
+    m = binary_metrics([r["label"] for r in rows], torch.cat(ps).numpy(), VAL_THRESHOLD)
     return {
         "val_loss": round(loss_sum / max(tokens, 1), 6),
         "val_balanced_accuracy": m["balanced_accuracy"],
