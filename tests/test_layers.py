@@ -12,7 +12,7 @@ import pytest
 
 # lowest first; packages in one layer are peers and do not import each other (except the core)
 LAYERS: tuple[tuple[str, ...], ...] = (
-    ("safeforge", "io", "config", "labels", "cache", "validate", "metrics", "stage"),
+    ("safeforge", "io", "config", "labels", "cache", "validate", "metrics", "stage", "determinism"),
     ("images", "sources", "benchmarks"),
     ("backends",),
     ("chain",),

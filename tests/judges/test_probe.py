@@ -150,3 +150,22 @@ def test_load_judge_dispatch_errors(tmp_path: Path) -> None:
     (tmp_path / JUDGE_FILE).write_text('{"kind": "oracle"}')
     with pytest.raises(ValueError, match=r"unknown judge kind 'oracle'.*probe"):
         load_judge(tmp_path)
+
+
+def test_weights_do_not_depend_on_the_thread_count(data: dict[str, pl.DataFrame]) -> None:
+    """Training runs on TRAIN_THREADS whatever the caller set, so the saved weights are the
+    same bits on a 2-core and a 16-core machine (dvc.lock tracks their md5). 70 rows, as in
+    the sample DAG: without the fix, 1 and 2 threads give weights that differ in the last bits."""
+    train = make_frame(70, 1)
+    before = torch.get_num_threads()
+    states = []
+    try:
+        for threads in (1, 2):
+            torch.set_num_threads(threads)
+            fitted = ProbeJudge.fit(train, data["val"], FAST)
+            states.append(fitted.model.state_dict())
+            assert torch.get_num_threads() == threads  # restored after training
+    finally:
+        torch.set_num_threads(before)
+    for key, value in states[0].items():
+        assert torch.equal(value, states[1][key]), key

@@ -16,6 +16,7 @@ import polars as pl
 
 from safeforge import io
 from safeforge.cache import RowCache, cache_key
+from safeforge.determinism import stable_scores
 from safeforge.embeddings import minhash
 from safeforge.embeddings.images import image_features_cached
 from safeforge.embeddings.text import TextEncoder, encode_cached
@@ -89,12 +90,12 @@ def record_features(
     )
     own = np.stack(features["description_emb"].to_numpy()) if features.height else description_emb
     lift = image_lift(query_emb, own, description_emb.mean(axis=0)) if features.height else []
+    p_text = text_only_p_unsafe(query_emb, records["label"].to_list(), records["query"].to_list())
+    # stored at SCORE_DECIMALS, then float32 as the schema says: the matmul and the logistic
+    # regression round differently in the last bits on different CPUs (determinism.py)
     features = features.with_columns(
-        pl.Series("query_image_lift", lift, dtype=pl.Float32),
-        pl.Series(
-            "text_only_p_unsafe",
-            text_only_p_unsafe(query_emb, records["label"].to_list(), records["query"].to_list()),
-        ),
+        pl.Series("query_image_lift", stable_scores(lift), dtype=pl.Float32),
+        pl.Series("text_only_p_unsafe", stable_scores(p_text), dtype=pl.Float32),
     )
     return features.select(
         "record_id",

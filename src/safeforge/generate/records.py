@@ -17,6 +17,7 @@ import numpy as np
 import polars as pl
 
 from safeforge.cache import RowCache, cache_key, json_codec
+from safeforge.determinism import stable_scores
 from safeforge.generate.scenarios import Scenario
 from safeforge.generate.template import TemplateGenerator, record_id
 
@@ -85,7 +86,7 @@ def build_records(
     rows = []
     for (i, j), variants in zip(calls, written, strict=True):
         image, scenario, fit = images[i], scenarios[j], scores[:, j]
-        sim = float(fit[i])
+        sim = _stored(fit[i])
         for out in variants:
             common = {
                 "scenario": scenario.id,
@@ -104,7 +105,7 @@ def build_records(
                 k, other_image = other
                 guidance = generator.contrast_guidance(other_image, scenario)
                 rows.append(
-                    row(other_image, "contrast", "safe", unsafe, guidance, float(fit[k]), common)
+                    row(other_image, "contrast", "safe", unsafe, guidance, _stored(fit[k]), common)
                 )
     unfit = [images[i]["image_id"] for i, js in enumerate(chosen) if not js]
     records = (
@@ -116,6 +117,12 @@ def build_records(
     if unique.height < records.height:
         log.info("generate: %d repeated contrast records merged", records.height - unique.height)
     return unique, unfit
+
+
+def _stored(score: float) -> float:
+    """A fit score as the records keep it: SCORE_DECIMALS, so the last bits of the float32
+    matmul (which vary with the CPU's kernels) never reach the file (determinism.py)."""
+    return float(stable_scores(score))
 
 
 def row(

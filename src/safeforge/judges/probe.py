@@ -25,6 +25,7 @@ from torch import nn
 
 from safeforge import io
 from safeforge.config import from_section
+from safeforge.determinism import fixed_threads
 from safeforge.embeddings.features import EMB_COLUMNS
 from safeforge.judges.base import (
     JUDGE_FILE,
@@ -39,6 +40,7 @@ from safeforge.labels import LABELS
 log = logging.getLogger(__name__)
 WEIGHTS_FILE = "model.safetensors"
 _PREDICT_CHUNK = 8192  # rows per forward pass, bounds memory on large frames
+TRAIN_THREADS = 1  # fixed, so the weights do not depend on the machine's core count
 
 
 @dataclass
@@ -172,15 +174,19 @@ class ProbeJudge(Judge):
         if train.height == 0:
             raise ValueError("probe judge: empty training frame")
         _require_targets(train)
-        x, dims = cls._raw_features(train, None)
-        # clamp: a constant feature (e.g. a dead image dim) must not divide by zero
-        mean, std = x.mean(0), x.std(0, unbiased=False).clamp_min(1e-6)
-        cats = sorted(set(train["category"].fill_null("none").to_list()))
-        # fork_rng: seed init, shuffling and dropout without disturbing the caller's RNG
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(config.seed)
-            judge = cls(config, cats, dims, mean, std, _head(x.shape[1], 1 + len(cats), config))
-            judge._train(train, val)
+        # one thread: a gradient is a sum over the batch, and torch splits it across its
+        # threads, so the saved weights would change with the core count (determinism.py)
+        with fixed_threads(TRAIN_THREADS):
+            x, dims = cls._raw_features(train, None)
+            # clamp: a constant feature (e.g. a dead image dim) must not divide by zero
+            mean, std = x.mean(0), x.std(0, unbiased=False).clamp_min(1e-6)
+            cats = sorted(set(train["category"].fill_null("none").to_list()))
+            # fork_rng: seed init, shuffling and dropout without disturbing the caller's RNG
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(config.seed)
+                head = _head(x.shape[1], 1 + len(cats), config)
+                judge = cls(config, cats, dims, mean, std, head)
+                judge._train(train, val)
         return judge
 
     def _loss(self, out: torch.Tensor, y: torch.Tensor, cat: torch.Tensor) -> torch.Tensor:

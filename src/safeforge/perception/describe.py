@@ -9,11 +9,11 @@ from __future__ import annotations
 
 from typing import Any
 
-import numpy as np
 import polars as pl
 
 from safeforge.cache import RowCache
 from safeforge.chain.chat import DESCRIBE_SCHEMA, Ask
+from safeforge.determinism import stable_scores
 from safeforge.perception.nsfw import nsfw_cached
 from safeforge.perception.ocr import compose_description, ocr_cached
 
@@ -46,7 +46,8 @@ def describe(
             "image_id": images["image_id"],
             "caption": images["caption"],
             "ocr_text": ocr_text,
-            "nsfw_score": scores.astype(np.float64),
+            # SCORE_DECIMALS: onnxruntime picks its kernels by CPU (determinism.py)
+            "nsfw_score": stable_scores(scores),
             "description": [
                 compose_description(v or c, t)
                 for v, c, t in zip(by_vlm, captions, ocr_text, strict=True)
