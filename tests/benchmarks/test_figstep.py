@@ -25,7 +25,7 @@ from safeforge.benchmarks.base import (
 
 COLUMNS = ["dataset", "category_id", "task_id", "category_name", "question", "instruction"]
 
-# hand-computed from conf/taxonomy/maps/figstep.yaml
+# hand-computed from conf/taxonomy_maps/figstep.yaml
 CATEGORY = {
     "Illegal Activity": "illegal_activity",
     "Hate Speech": "hate_and_harassment",

@@ -223,14 +223,14 @@ def test_the_conf_is_checked_naming_the_key(
 
 
 def test_a_new_benchmark_is_a_conf_and_a_taxonomy_map(tmp_path: Path) -> None:
-    """No code: a YAML in conf/benchmarks/ and one in conf/taxonomy/maps/, composed by hydra
+    """No code: a YAML in conf/benchmarks/ and one in conf/taxonomy_maps/, composed by hydra
     as the pipeline does (named by an override here; a line in conf/config.yaml's defaults
     lists it for every run)."""
     confdir = shutil.copytree(ROOT / "conf", tmp_path / "conf")
     (confdir / "benchmarks/toy.yaml").write_text(
         """
 defaults:
-  - /taxonomy/maps@categories: toy
+  - /taxonomy_maps@categories: toy
   - _self_
 adapter: json_records
 title: Toy
@@ -248,7 +248,7 @@ category: {field: topic}
 """,
         encoding="utf-8",
     )
-    (confdir / "taxonomy/maps/toy.yaml").write_text("weapons: violence_and_weapons\n")
+    (confdir / "taxonomy_maps/toy.yaml").write_text("weapons: violence_and_weapons\n")
     cfg = compose(confdir, ["+benchmarks@benchmarks.toy=toy"])
     spec = cfg["benchmarks"]["toy"]
     assert spec["categories"] == {"weapons": "violence_and_weapons"}

@@ -23,7 +23,7 @@ from safeforge.benchmarks.base import (
     load_benchmark,
 )
 
-# hand-computed from conf/taxonomy/maps/salad.yaml for the categories in the samples
+# hand-computed from conf/taxonomy_maps/salad.yaml for the categories in the samples
 CATEGORY = {
     "Activity": "physical_injury",
     "Sports": "physical_injury",

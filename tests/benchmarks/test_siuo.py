@@ -23,7 +23,7 @@ from safeforge.benchmarks.base import (
     load_benchmark,
 )
 
-# hand-computed from conf/taxonomy/maps/siuo.yaml
+# hand-computed from conf/taxonomy_maps/siuo.yaml
 CATEGORY = {
     "self-harm": "self_harm",
     "dangerous behavior": "physical_injury",

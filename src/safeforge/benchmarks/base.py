@@ -43,7 +43,7 @@ REFUSED_SCHEMA = {"item_id": pl.String, "image": pl.String, "reason": pl.String}
 UNSPECIFIED, UNMAPPED = "unspecified", "unmapped"
 # keys every conf/benchmarks/<name>.yaml may hold whatever its adapter: `version` says which
 # release of the benchmark's files the conf reads (e.g. repo@commit); `categories` is its map
-# into the project taxonomy (conf/taxonomy/maps/<name>.yaml)
+# into the project taxonomy (conf/taxonomy_maps/<name>.yaml)
 COMMON_KEYS = ("adapter", "root", "version", "categories")
 
 
@@ -279,7 +279,7 @@ def load_benchmark(
 ) -> BenchmarkTable:
     """Read benchmark `name` (its conf/benchmarks/ entry, `spec`) from `root` or spec's root.
 
-    spec["categories"] maps its categories to the project taxonomy (conf/taxonomy/maps/);
+    spec["categories"] maps its categories to the project taxonomy (conf/taxonomy_maps/);
     `taxonomy`, the project's category keys, checks that map."""
     root = root if root is not None else spec.get("root")
     if not root:

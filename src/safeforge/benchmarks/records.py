@@ -1,6 +1,6 @@
 """Any benchmark whose annotation file is a list of records, read by the field names its conf
 names (adapter `json_records`). Adding one is conf/benchmarks/<name>.yaml plus its taxonomy map
-conf/taxonomy/maps/<name>.yaml: no code. SaLAD and SIUO are read this way.
+conf/taxonomy_maps/<name>.yaml: no code. SaLAD and SIUO are read this way.
 
 The conf (every key is checked: an unknown, missing or ill-typed one is an error naming it):
 
@@ -22,7 +22,7 @@ The conf (every key is checked: an unknown, missing or ill-typed one is an error
     subset: {field: category}      # a string field (stripped), or {value: NAME}
     category: {field: category}    # the source category the taxonomy map reads: a string
                                    # field (stripped), {value: NAME}, or null/absent for none
-    categories: {...}              # the taxonomy map (defaults: /taxonomy/maps@categories)
+    categories: {...}              # the taxonomy map (defaults: /taxonomy_maps@categories)
 
 Items: one per record, in file order. Fields are read in the order id, label, subset, category,
 image, text; a malformed record names the file and "record N" (0-based, in a JSON list) or
