@@ -193,11 +193,21 @@ def check(spec: Mapping[str, Any], where: str) -> None:
     parse_conf(spec, where)
 
 
+def _first_byte(path: Path) -> bytes:
+    """The file's first byte that is not whitespace (b"" when none): a JSON list opens with [.
+    Read in small pieces, so a large annotation file is not read twice."""
+    with open(path, "rb") as f:
+        while chunk := f.read(4096):
+            if head := chunk.lstrip():
+                return head[:1]
+    return b""
+
+
 def _records(path: Path, fmt: str) -> Iterator[tuple[str | int, int, Any]]:
     """(where, index, record) in file order: where is "record N" in a list, the line number in
     JSON Lines; index counts records from 0."""
     if fmt == "detect":
-        fmt = "json" if path.read_bytes().lstrip()[:1] == b"[" else "jsonl"
+        fmt = "json" if _first_byte(path) == b"[" else "jsonl"
     if fmt == "json":
         for index, record in enumerate(read_json_list(path)):
             yield f"record {index}", index, record
