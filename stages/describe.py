@@ -45,7 +45,7 @@ def main() -> None:
     reader = OcrReader(min_confidence=params["ocr_min_confidence"])
     descriptions = describe(images, reader, NsfwModel(), cache, params["batch_size"], chat)
     acct.rows_out = descriptions.height
-    acct.extra.update(cache.stats())
+    acct.perf.update(cache.stats())
     if chat is not None:
         fallback = descriptions.filter(descriptions["describer"] == "caption+ocr").height
         if fallback:

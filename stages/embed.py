@@ -39,7 +39,7 @@ def main() -> None:
         params,
     )
     acct.rows_out = features.height
-    acct.extra.update(cache.stats())
+    acct.perf.update(cache.stats())
     write_table(OUT / "features.parquet", features, suite="features")
     write_table(OUT / "image_features.parquet", image_features, suite="image_features")
     acct.finish("metrics/embed.json", dropped_path=None)

@@ -90,9 +90,8 @@ def from_model(
     )
     acct.drop(images.join(dropped, on="image_id"), pl.col("reason"), "image_id")
     acct.rows_out = images.height - dropped.height
+    acct.perf.update(cache.stats(), model_requests=chat.requests)
     acct.extra.update(
-        cache.stats(),
-        model_requests=chat.requests,
         retried_outputs=dict(sorted(chat.retried.items())),
         malformed_outputs=chat.failure_counts(),
         **dict(sorted(result.counts.items())),
@@ -122,7 +121,7 @@ def from_templates(images: pl.DataFrame, p: dict, acct: StageAccounting) -> pl.D
     )
     acct.drop(images.filter(images["image_id"].is_in(unfit)), "no_fitting_scenario", "image_id")
     acct.rows_out = images.height - len(unfit)
-    acct.extra.update(cache.stats())
+    acct.perf.update(cache.stats())
     return records
 
 

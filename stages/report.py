@@ -1,8 +1,8 @@
 """Stage report: reports/report.md, the dataset card and scoreboard.
 
 Inputs:  data/split/dataset.parquet, metrics/ (every stage's and score's JSON)
-Outputs: reports/report.md, metrics/report.json (with the transfer score: the mean balanced
-         accuracy over the external benchmarks scored)
+Outputs: reports/report.md, metrics/report.json (the transfer score: the mean balanced accuracy
+         over the external benchmarks scored; the card's counts by label, category and split)
 Params:  report, score
 """
 
@@ -11,7 +11,13 @@ from pathlib import Path
 from safeforge import io
 from safeforge.config import stage_params
 from safeforge.metrics import StageAccounting
-from safeforge.report.card import by_judge, load_metrics, render, transfer_score
+from safeforge.report.card import (
+    by_judge,
+    dataset_counts,
+    load_metrics,
+    render,
+    transfer_score,
+)
 from safeforge.stage import log, read_table, run
 
 PARAMS = ("report", "score")
@@ -35,6 +41,7 @@ def main() -> None:
     io.write_text("reports/report.md", text)
     # the headline for `dvc metrics diff`: the transfer score and each benchmark beside it
     acct.extra.update(benchmarks=sorted(scores), **transfer, transfer_by_judge=transfer_by_judge)
+    acct.extra["dataset"] = dataset_counts(dataset)
     acct.finish("metrics/report.json", dropped_path=None)
     log.info("wrote reports/report.md")
 

@@ -85,6 +85,11 @@ def main() -> None:
         predictions, metrics = score_benchmark(
             judge, table, spec, params["threshold"], params["batch_size"], ocr
         )
+        speed = metrics.pop("items_per_second")
+        if i == 0:
+            acct.perf["items_per_second"] = speed
+        else:
+            acct.perf.setdefault("other_judges", {})[judge_name] = {"items_per_second": speed}
         if i == 0:
             write_table(out / "predictions.parquet", predictions, suite="predictions")
             write_plots(predictions, Path("plots/score") / name)

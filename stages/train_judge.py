@@ -37,9 +37,9 @@ def main() -> None:
     history = pl.DataFrame(judge.history) if judge.history else pl.DataFrame(schema=empty)
     with io.atomic_path("plots/train_judge/history.csv") as tmp:
         history.write_csv(tmp)
-    acct.extra.update(
-        judge=judge.kind, train_rows=train.height, val_rows=val.height, **judge.train_summary
-    )
+    summary = dict(judge.train_summary)
+    acct.perf["train_seconds"] = summary.pop("train_seconds", None)
+    acct.extra.update(judge=judge.kind, train_rows=train.height, val_rows=val.height, **summary)
     acct.finish("metrics/train_judge.json", dropped_path=None)
 
 

@@ -93,3 +93,8 @@ def run_cmd(
 def metrics(repo: Path, stage: str) -> dict:
     """A stage's metrics/<stage>.json in a workspace."""
     return json.loads((repo / "metrics" / f"{stage}.json").read_text())
+
+
+def perf(repo: Path, stage: str) -> dict:
+    """How a stage's last run went (seconds, row-cache hits and misses): perf/<stage>.json."""
+    return json.loads((repo / "perf" / f"{stage}.json").read_text())

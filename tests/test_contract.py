@@ -72,3 +72,17 @@ def test_stage_params_resolves_dotted_foreach_sections(tmp_path):
     assert got == {"score": {"t": 1}, "benchmarks.siuo": {"root": "/x"}}
     with pytest.raises(KeyError, match=r"benchmarks\.vlguard"):
         stage_params(["benchmarks.${item}"], path, item="vlguard")
+
+
+def test_each_stage_declares_its_perf_file_uncached_and_no_timing_metrics():
+    """StageAccounting writes perf/<stage>.json on every run: DVC must know it as an output
+    (kept in git, cache: false), and it must not be a metric, or `dvc metrics diff` is noise."""
+    for name, stage in dvc_stages().items():
+        body = stage.get("do", stage)
+        perf = f"perf/{name}/${{item}}.json" if "foreach" in stage else f"perf/{name}.json"
+        outs = {
+            k: v for o in body["outs"] for k, v in (o.items() if isinstance(o, dict) else [(o, {})])
+        }
+        assert outs.get(perf) == {"cache": False}, f"{name}: outs lack {perf}: {{cache: false}}"
+        metrics = [next(iter(m)) if isinstance(m, dict) else m for m in body.get("metrics", [])]
+        assert not [m for m in metrics if m.startswith("perf/")], name

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import polars as pl
 import pytest
-from helpers import make_repo_copy, metrics, run_cmd
+from helpers import make_repo_copy, metrics, perf, run_cmd
 from polars.testing import assert_frame_equal
 
 pytestmark = pytest.mark.slow
@@ -48,11 +48,11 @@ def test_adding_one_image_computes_only_its_rows(tmp_path, sample_pngs):
     images = sample_pngs[:5]
     repo = source_repo(tmp_path, images[:4])
     run_cmd(["dvc", "repro", "describe"], repo, env=cache)
-    assert metrics(repo, "describe")["cache_misses"] == 8  # 4 images x (OCR + NSFW)
+    assert perf(repo, "describe")["cache_misses"] == 8  # 4 images x (OCR + NSFW)
 
     shutil.copy(images[4], repo / "my_images" / images[4].name)
     run_cmd(["dvc", "repro", "describe"], repo, env=cache)
-    m = metrics(repo, "describe")
+    m = perf(repo, "describe")
     assert (m["cache_misses"], m["cache_hits"]) == (2, 8)
 
 
@@ -92,7 +92,7 @@ def test_killed_stage_resumes_and_matches_an_uninterrupted_run(tmp_path, sample_
     assert not (repo / "data/describe/descriptions.parquet").exists(), "no half-written output"
 
     run_cmd([sys.executable, "-m", "stages.describe"], repo, env=env)
-    m = metrics(repo, "describe")
+    m = perf(repo, "describe")
     assert m["cache_misses"] == 40 - done and m["cache_hits"] == done
     assert_frame_equal(pl.read_parquet(repo / "data/describe/descriptions.parquet"), reference)
 

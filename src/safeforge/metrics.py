@@ -1,7 +1,9 @@
 """Per-stage accounting: nothing is lost silently.
 
-Every stage ends with `rows_in == rows_out + sum(dropped)`; the counts, timing and row-cache
-hits go to metrics/<stage>.json, and dropped rows with their reason to data/<stage>/dropped.parquet.
+Every stage ends with `rows_in == rows_out + sum(dropped)`; the counts go to metrics/<stage>.json,
+dropped rows with their reason to data/<stage>/dropped.parquet. How the run went (seconds,
+throughput, row-cache hits and misses) goes to perf/<stage>.json instead: it changes on every
+run, and in metrics it would bury the data and quality changes `dvc metrics diff` should show.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import polars as pl
 from safeforge import io
 
 log = logging.getLogger(__name__)
+PERF_DIR = "perf"  # beside metrics/: committed, declared as outs, never as metrics
 
 
 class StageAccounting:
@@ -27,7 +30,8 @@ class StageAccounting:
         self.rows_out = 0
         self.dropped: Counter[str] = Counter()
         self.dropped_frames: list[pl.DataFrame] = []
-        self.extra: dict[str, Any] = {}
+        self.extra: dict[str, Any] = {}  # metrics: what the data and the judge are
+        self.perf: dict[str, Any] = {}  # perf: how this run went (cache hits, model requests)
 
     def drop(self, rows: pl.DataFrame, reason: str | pl.Expr, id_column: str) -> None:
         """Record dropped rows; `reason` is a string or an expression giving one per row."""
@@ -51,21 +55,26 @@ class StageAccounting:
         return pl.concat(self.dropped_frames)
 
     def summary(self) -> dict[str, Any]:
-        seconds = time.perf_counter() - self.started
-        n_dropped = sum(self.dropped.values())
         return {
             "stage": self.stage,
             "rows_in": self.rows_in,
             "rows_out": self.rows_out,
-            "rows_dropped": n_dropped,
+            "rows_dropped": sum(self.dropped.values()),
             "dropped": dict(sorted(self.dropped.items())),
-            "seconds": round(seconds, 3),
-            "rows_per_second": round(self.rows_in / seconds, 2) if seconds > 0 else None,
             **self.extra,
         }
 
+    def perf_summary(self) -> dict[str, Any]:
+        seconds = time.perf_counter() - self.started
+        return {
+            "stage": self.stage,
+            "seconds": round(seconds, 3),
+            "rows_per_second": round(self.rows_in / seconds, 2) if seconds > 0 else None,
+            **self.perf,
+        }
+
     def finish(self, metrics_path: str | Path, dropped_path: str | Path | None) -> dict[str, Any]:
-        """Check the balance and write metrics (and dropped rows) atomically."""
+        """Check the balance and write metrics, perf/<stage>.json (and dropped rows) atomically."""
         summary = self.summary()
         if self.rows_in != self.rows_out + summary["rows_dropped"]:
             raise RuntimeError(
@@ -75,13 +84,15 @@ class StageAccounting:
         if dropped_path is not None:
             io.write_parquet(dropped_path, self.dropped_table())
         io.write_json(metrics_path, summary)
+        perf = self.perf_summary()
+        io.write_json(Path(PERF_DIR) / f"{self.stage}.json", perf)
         log.info(
             "%s: %d in, %d out, dropped %s in %.1fs",
             self.stage,
             self.rows_in,
             self.rows_out,
             dict(self.dropped) or "nothing",
-            summary["seconds"],
+            perf["seconds"],
         )
         return summary
 

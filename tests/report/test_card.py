@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import polars as pl
 
-from safeforge.report.card import by_judge, render
+from safeforge.report.card import by_judge, dataset_counts, render
 
 
 def dataset(order: list[int]) -> pl.DataFrame:
@@ -45,7 +45,7 @@ def dataset(order: list[int]) -> pl.DataFrame:
     return pl.DataFrame([rows[i] for i in order])
 
 
-STAGE = {"ingest": {"rows_in": 3, "rows_out": 2, "dropped": {"corrupt_image": 1}, "seconds": 1.5}}
+STAGE = {"ingest": {"rows_in": 3, "rows_out": 2, "dropped": {"corrupt_image": 1}}}
 SCORES = {"own_test": {"n": 2, "accuracy": 0.5, "auroc": None, "by_subset": {}}}
 
 
@@ -56,7 +56,7 @@ def test_counts_and_scores_are_rendered():
     assert "| privacy | 2 | 1 |" in text and "| self_harm | 0 | 1 |" in text
     assert "| split | unsafe | benign | contrast |" in text
     assert "| test | 1 | 0 | 1 |" in text
-    assert "| ingest | 3 | 2 | corrupt_image: 1 | 1.500 |" in text
+    assert "| ingest | 3 | 2 | corrupt_image: 1 |" in text
     assert "| own_test | 2 | 0.500 | n/a |" in text
 
 
@@ -111,3 +111,14 @@ def test_judges_are_side_by_side_per_benchmark():
     assert "| siuo | 0.600 | n/a | 0.650 | 0.700 |" in text
     # one judge: no side-by-side section
     assert "side by side" not in render(dataset([0, 1, 2, 3]), STAGE, SCORES, 5)
+
+
+def test_dataset_counts_are_nested_by_category_and_label():
+    counts = dataset_counts(dataset([0, 1, 2, 3]))
+    assert counts["records"] == 4 and counts["images"] == 2
+    assert counts["by_label"] == {"safe": 2, "unsafe": 2}
+    assert counts["by_category"] == {
+        "privacy": {"safe": 2, "unsafe": 1},
+        "self_harm": {"unsafe": 1},
+    }
+    assert sum(counts["by_split"].values()) == 4

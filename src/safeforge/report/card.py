@@ -92,10 +92,9 @@ def render(
                 m["rows_in"],
                 m["rows_out"],
                 ", ".join(f"{r}: {n}" for r, n in reasons) or "-",
-                m["seconds"],
             ]
         )
-    out += [*_table(["stage", "in", "out", "dropped (reason: rows)", "seconds"], rows), ""]
+    out += [*_table(["stage", "in", "out", "dropped (reason: rows)"], rows), ""]
 
     out += ["## Scoreboard", ""]
     if transfer and transfer["transfer_score"] is not None:
@@ -129,6 +128,28 @@ def render(
             out += _table(list(figures), [list(figures.values())])
             out += [f"- {d}" for d in official.get("deviations", [])]
     return "\n".join(out) + "\n"
+
+
+def dataset_counts(dataset: pl.DataFrame) -> dict[str, Any]:
+    """The card's counts as data, for `dvc metrics diff` and the pull-request report."""
+
+    def count(*columns: str) -> dict:
+        out: dict = {}
+        for row in dataset.group_by(columns).len().sort(columns).iter_rows():
+            *keys, n = row
+            level = out
+            for key in keys[:-1]:
+                level = level.setdefault(key, {})
+            level[keys[-1]] = n
+        return out
+
+    return {
+        "records": dataset.height,
+        "images": dataset["image_id"].n_unique(),
+        "by_label": count("label"),
+        "by_category": count("category", "label"),
+        "by_split": count("split"),
+    }
 
 
 def by_judge(scores: dict[str, dict]) -> dict[str, dict[str, dict]]:
