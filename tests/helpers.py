@@ -58,22 +58,32 @@ def tracked_files() -> list[str]:
     return [f for f in out.stdout.splitlines() if (ROOT / f).is_file()]
 
 
+GIT_IDENTITY = {
+    "GIT_AUTHOR_NAME": "t",
+    "GIT_AUTHOR_EMAIL": "t@t",
+    "GIT_COMMITTER_NAME": "t",
+    "GIT_COMMITTER_EMAIL": "t@t",
+}
+
+
 def make_repo_copy(dest: Path) -> Path:
     """A fresh git + DVC workspace holding the project's files (no data, no outputs' cache)."""
     for rel in tracked_files():
         target = dest / rel
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(ROOT / rel, target)
-    env = {
-        **os.environ,
-        "GIT_AUTHOR_NAME": "t",
-        "GIT_AUTHOR_EMAIL": "t@t",
-        "GIT_COMMITTER_NAME": "t",
-        "GIT_COMMITTER_EMAIL": "t@t",
-    }
-    for cmd in (["git", "init", "-q"], ["git", "add", "-A"], ["git", "commit", "-qm", "copy"]):
-        subprocess.run(cmd, cwd=dest, check=True, env=env, capture_output=True)
+    subprocess.run(["git", "init", "-q"], cwd=dest, check=True, capture_output=True)
+    commit_all(dest, "copy")
     return dest
+
+
+def commit_all(repo: Path, message: str) -> str:
+    """`git add -A` and commit (an empty commit when nothing changed); the new commit's sha."""
+    env = {**os.environ, **GIT_IDENTITY}
+    for cmd in (["git", "add", "-A"], ["git", "commit", "-q", "--allow-empty", "-m", message]):
+        subprocess.run(cmd, cwd=repo, check=True, env=env, capture_output=True)
+    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=repo, capture_output=True, text=True)
+    return head.stdout.strip()
 
 
 def run_cmd(

@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
+import re
 import shutil
+import time
 from pathlib import Path
 
 import polars as pl
 import pytest
 import yaml
 from benchmark_standins import siuo_folder, vlguard_folder
-from helpers import ROOT, make_repo_copy, metrics, perf, run_cmd
+from helpers import ROOT, commit_all, make_repo_copy, metrics, perf, run_cmd
+from PIL import Image
+from s3server import seaweedfs
 
 from safeforge.report.card import SCORE_COLUMNS, STAGES  # STAGES: before score, in order
 from safeforge.validate import validate
@@ -111,6 +116,68 @@ def test_second_repro_skips_every_stage(built_repo):
     assert "Data and pipelines are up to date" in text
 
 
+# ---- the team remote (S3) and the shared row cache: push, clone, pull, nothing reruns -------
+def test_a_clone_pulls_the_build_and_the_row_cache_from_s3_and_reruns_nothing(built_repo, tmp_path):
+    """README "Team remote (S3)": the built state pushed to a real S3 server (SeaweedFS) is
+    pulled into a git clone byte for byte, and `dvc repro` there has nothing to do; the row
+    cache pushed beside it makes a forced model stage in the clone compute nothing."""
+    repo, _ = built_repo
+    clone, rows = tmp_path / "clone", tmp_path / "clone-row-cache"
+    seconds: dict[str, float] = {}
+
+    def timed(what: str, args: list[str], cwd: Path, env: dict) -> str:
+        start = time.perf_counter()
+        out = run_cmd(args, cwd, env=env)
+        seconds[what] = time.perf_counter() - start
+        return out.stdout + out.stderr
+
+    with seaweedfs(tmp_path / "s3") as s3:
+        env = s3.env()
+        run_cmd(["dvc", "remote", "add", "-d", "store", f"s3://{s3.bucket}/dag"], repo)
+        try:
+            run_cmd(
+                ["dvc", "remote", "modify", "--local", "store", "endpointurl", s3.endpoint], repo
+            )
+            commit_all(repo, "the build, and its remote")
+            timed("dvc push", ["dvc", "push"], repo, env)
+            timed("safeforge cache push", ["safeforge", "cache", "push"], repo, env)
+
+            run_cmd(["git", "clone", "-q", str(repo), str(clone)], tmp_path)
+            run_cmd(
+                ["dvc", "remote", "modify", "--local", "store", "endpointurl", s3.endpoint], clone
+            )
+            timed("dvc pull", ["dvc", "pull"], clone, env)
+            text = timed("dvc repro", ["dvc", "repro"], clone, env)
+            assert "Running stage" not in text and "Data and pipelines are up to date" in text, text
+            status = run_cmd(["dvc", "status"], clone, env=env)
+            assert "Data and pipelines are up to date" in status.stdout, status.stdout
+            assert file_digests(clone / "data") == file_digests(repo / "data")
+
+            clone_env = {**env, "SAFEFORGE_CACHE_DIR": str(rows)}
+            pulled = timed("safeforge cache pull", ["safeforge", "cache", "pull"], clone, clone_env)
+            assert "new entries" in pulled, pulled
+            run_cmd(["dvc", "repro", "-f", "-s", "describe"], clone, env=clone_env)
+        finally:
+            run_cmd(["dvc", "remote", "remove", "--local", "store"], repo, check=False)
+            run_cmd(["dvc", "remote", "remove", "store"], repo, check=False)
+    counts = perf(clone, "describe")
+    assert counts["cache_misses"] == 0 and counts["cache_hits"] > 0, counts
+    sizes = {"data/": tree_bytes(repo / "data"), "row cache": (rows / "rows.sqlite").stat().st_size}
+    print("team remote:", {k: f"{v:.1f} s" for k, v in seconds.items()}, sizes)
+
+
+def file_digests(root: Path) -> dict[str, str]:
+    return {
+        str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(root.rglob("*"))
+        if p.is_file()
+    }
+
+
+def tree_bytes(root: Path) -> int:
+    return sum(p.stat().st_size for p in root.rglob("*") if p.is_file())
+
+
 def test_forced_rerun_of_model_stages_computes_nothing(built_repo):
     repo, _ = built_repo
     run_cmd(["dvc", "repro", "--force", "--single-item", "describe"], repo)
@@ -121,14 +188,51 @@ def test_forced_rerun_of_model_stages_computes_nothing(built_repo):
         assert m["cache_misses"] == 0 and m["cache_hits"] > 0, (stage, m)
 
 
-def test_a_generate_param_reruns_generate_and_after_only(built_repo):
+def test_a_queued_sweep_runs_in_parallel_reruns_from_generate_and_shares_the_row_cache(
+    built_repo,
+):
+    """The README's sweep recipe: queue a generate param at two values, run two workers, show
+    the table. Each experiment reruns generate and what follows, nothing before, and asks the
+    models for nothing: the build's row cache (shared through SAFEFORGE_CACHE_DIR) has it all."""
     repo, _ = built_repo
-    out = run_cmd(["dvc", "exp", "run", "-S", "generate.top_k=1"], repo)
-    text = out.stdout + out.stderr
-    assert "Running stage 'generate'" in text
-    for upstream in ("samples", "ingest", "describe"):
-        assert f"Running stage '{upstream}'" not in text
-    assert "Running stage 'dedup'" in text
+    commit_all(repo, "the build")  # experiments branch from a commit: the built dvc.lock in it
+    run_cmd(["dvc", "exp", "run", "--queue", "-S", "generate.top_k=1,2"], repo)
+    run_cmd(["dvc", "queue", "start", "-j", "2"], repo)
+    deadline = time.time() + 600
+    while re.search(r"Running|Queued", run_cmd(["dvc", "queue", "status"], repo).stdout):
+        assert time.time() < deadline, "the queued sweep did not finish in 10 minutes"
+        time.sleep(2)
+    status = run_cmd(["dvc", "queue", "status"], repo).stdout
+    assert status.count("Success") == 2, status
+    table = run_cmd(["dvc", "exp", "show", "--md", "--only-changed"], repo).stdout
+    assert "generate.top_k" in table
+    refs = run_cmd(
+        ["git", "for-each-ref", "--format=%(refname:lstrip=-1) %(objectname)", "refs/exps"], repo
+    )
+    experiments = dict(line.split() for line in refs.stdout.splitlines())
+    assert len(experiments) == 2
+    for name, sha in experiments.items():
+        log = run_cmd(["dvc", "queue", "logs", name], repo).stdout
+        assert "Running stage 'generate'" in log and "Running stage 'dedup'" in log, name
+        for upstream in ("samples", "ingest", "describe"):
+            assert f"Running stage '{upstream}'" not in log, (name, upstream)
+        for stage in ("generate", "embed"):
+            run_perf = json.loads(run_cmd(["git", "show", f"{sha}:perf/{stage}.json"], repo).stdout)
+            assert run_perf["cache_misses"] == 0 and run_perf["cache_hits"] > 0, (name, run_perf)
+    top_k = {
+        json.loads(run_cmd(["git", "show", f"{sha}:metrics/generate.json"], repo).stdout)[
+            "records_out"
+        ]
+        for sha in experiments.values()
+    }
+    assert len(top_k) == 2, "top_k=1 and top_k=2 should write different numbers of records"
+    # ...and the pull-request report compares the two experiments by name
+    first, second = sorted(experiments)
+    run_cmd(["safeforge", "pr-report", "--base", first, "--head", second, "--out", "sweep"], repo)
+    report = (repo / "sweep/report.md").read_text()
+    assert "generate.top_k" in report and "records_out" in report
+    pngs = list((repo / "sweep/plots").glob("*.png"))
+    assert pngs and all(Image.open(p).size[0] > 100 for p in pngs)
 
 
 def test_a_dedup_threshold_reruns_dedup_and_after_only(built_repo):

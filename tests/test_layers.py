@@ -12,7 +12,18 @@ import pytest
 
 # lowest first; packages in one layer are peers and do not import each other (except the core)
 LAYERS: tuple[tuple[str, ...], ...] = (
-    ("safeforge", "io", "config", "labels", "cache", "validate", "metrics", "stage", "determinism"),
+    (
+        "safeforge",
+        "io",
+        "config",
+        "labels",
+        "cache",
+        "cache_sync",
+        "validate",
+        "metrics",
+        "stage",
+        "determinism",
+    ),
     ("images", "sources", "benchmarks"),
     ("backends",),
     ("chain",),

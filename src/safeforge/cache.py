@@ -42,7 +42,7 @@ def default_cache_dir() -> Path:
     return Path(base) / "safeforge"
 
 
-def _open(path: Path, attempts: int = 50) -> sqlite3.Connection:
+def open_store(path: Path, attempts: int = 50) -> sqlite3.Connection:
     """Open (and on first use create) the store. Switching a new file to WAL needs a moment of
     exclusive access, which SQLite's busy timeout does not cover: retry while another process
     is doing the same."""
@@ -79,7 +79,7 @@ class RowCache:
         self.dir = Path(cache_dir) if cache_dir else default_cache_dir()
         self.dir.mkdir(parents=True, exist_ok=True)
         self.path = self.dir / "rows.sqlite"
-        self._db = _open(self.path)
+        self._db = open_store(self.path)
         self.hits = 0
         self.misses = 0
 

@@ -5,6 +5,7 @@ safeforge bench list                               known benchmarks, and their r
 safeforge bench check NAME --root PATH [--json]    read a benchmark, report what it holds
 safeforge bench score NAME --root PATH --judge DIR|NAME [--json]   score a judge on it: a saved
                                                    folder, or a zero-shot judge (clue) from conf
+safeforge cache push|pull|status [--remote NAME]    share the row cache through the DVC remote
 safeforge pr-report --base REV [--head REV] --out DIR   params, metrics, dataset counts, plots
                                                    and timings, base against head, as markdown
 """
@@ -16,7 +17,7 @@ import json
 import sys
 from pathlib import Path
 
-from safeforge import config, io
+from safeforge import cache_sync, config, io
 from safeforge.benchmarks.base import BenchmarkError, load_benchmark
 from safeforge.config import OWN_TEST
 from safeforge.judges.base import build_judge, load_judge
@@ -237,6 +238,59 @@ def _pr_report_parser(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_pr_report)
 
 
+# ---- safeforge cache: share the row cache through the DVC remote (cache_sync.py) -----------
+def cmd_cache(args: argparse.Namespace) -> int:
+    """push/pull/status; a set-up failure (keys, bucket, endpoint, no remote) is one line, exit 2"""
+    try:
+        remote = cache_sync.open_remote(args.remote)
+        if args.action == "status":
+            info = cache_sync.status(remote, args.cache_dir)
+            _print(info, args.json, [f"{k:<16}{v}" for k, v in info.items()])
+            return 0
+        result = getattr(cache_sync, args.action)(remote, args.cache_dir)
+    except cache_sync.SyncError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    where = f"{remote.url}/{'/'.join(cache_sync.SEGMENTS)}"
+    mib = result.bytes / 2**20
+    if args.action == "push":
+        print(
+            f"pushed {result.entries} entries as segment {result.segments[0]} ({mib:.1f} MiB) to"
+            f" {where} in {result.seconds:.1f} s"
+            if result.entries
+            else f"nothing to push: {remote.where()} has every entry of this cache"
+        )
+    elif result.segments:
+        print(
+            f"pulled {len(result.segments)} segment(s) ({mib:.1f} MiB) from {where}:"
+            f" {result.entries} new entries, {result.skipped} already here, in {result.seconds:.1f} s"
+        )
+    elif not result.errors:
+        print(f"nothing to pull: this cache has merged every segment of {remote.where()}")
+    for line in result.errors:
+        print(f"error: {line}", file=sys.stderr)
+    return 2 if result.errors else 0
+
+
+def _cache_parser(sub: argparse._SubParsersAction) -> None:
+    cache = sub.add_parser("cache", help="share the row cache through the DVC remote")
+    actions = cache.add_subparsers(dest="action", required=True)
+    for action, text in (
+        ("push", "upload the entries the remote does not have, as one new segment"),
+        ("pull", "merge the remote's segments not merged here (local entries are kept)"),
+        ("status", "local entries, remote segments, what is not pushed or pulled yet"),
+    ):
+        a = actions.add_parser(action, help=text)
+        a.add_argument("--remote", default=None, help="a DVC remote (default: the default remote)")
+        a.add_argument(
+            "--cache-dir", default=None, help="the row cache (default: $SAFEFORGE_CACHE_DIR)"
+        )
+        if action == "status":
+            a.add_argument("--json", action="store_true", help="print JSON instead of text")
+        a.set_defaults(func=cmd_cache)
+
+
+# ---- end of safeforge cache ------------------------------------------------------------------
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="safeforge", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -251,6 +305,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.set_defaults(func=cmd_params)
     _bench_parser(sub)
+    _cache_parser(sub)
     _pr_report_parser(sub)
     args = parser.parse_args(argv)
     if args.command == "bench":
