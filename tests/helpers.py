@@ -77,6 +77,16 @@ def make_repo_copy(dest: Path) -> Path:
     return dest
 
 
+def build_dag(dest: Path) -> tuple[Path, str]:
+    """A fresh copy of the project with the whole DAG built from nothing; (repo, dvc's output)."""
+    repo = make_repo_copy(dest)
+    for out in ("metrics", "plots", "perf", "reports", "dvc.lock"):  # start from nothing
+        target = repo / out
+        shutil.rmtree(target) if target.is_dir() else target.unlink(missing_ok=True)
+    proc = run_cmd(["dvc", "repro"], repo)
+    return repo, proc.stdout + proc.stderr
+
+
 def commit_all(repo: Path, message: str) -> str:
     """`git add -A` and commit (an empty commit when nothing changed); the new commit's sha."""
     env = {**os.environ, **GIT_IDENTITY}
