@@ -202,6 +202,11 @@ def connect(cache_dir: str | Path | None = None) -> tuple[Path, sqlite3.Connecti
     return path, db
 
 
+def _known_segments(db: sqlite3.Connection, rid: int) -> set[str]:
+    """The segments of remote `rid` this cache pushed or merged."""
+    return {n for (n,) in db.execute("SELECT name FROM sync_segments WHERE remote = ?", (rid,))}
+
+
 def _remote_id(db: sqlite3.Connection, remote: Remote) -> int:
     db.execute("INSERT OR IGNORE INTO sync_remotes (url) VALUES (?)", (remote.ident,))
     return db.execute("SELECT id FROM sync_remotes WHERE url = ?", (remote.ident,)).fetchone()[0]
@@ -302,9 +307,7 @@ def pull(remote: Remote, cache_dir: str | Path | None = None) -> Result:
     path, db = connect(cache_dir)
     try:
         rid = _remote_id(db, remote)
-        known = {
-            n for (n,) in db.execute("SELECT name FROM sync_segments WHERE remote = ?", (rid,))
-        }
+        known = _known_segments(db, rid)
         todo = [n for n in names if n not in known]
         with tempfile.TemporaryDirectory(prefix="pull-", dir=path.parent) as tmp:
             for name in todo:
@@ -384,9 +387,7 @@ def status(remote: Remote, cache_dir: str | Path | None = None) -> dict[str, Any
     path, db = connect(cache_dir)
     try:
         rid = _remote_id(db, remote)
-        known = {
-            n for (n,) in db.execute("SELECT name FROM sync_segments WHERE remote = ?", (rid,))
-        }
+        known = _known_segments(db, rid)
         local = db.execute("SELECT COUNT(*) FROM rows").fetchone()[0]
         unpushed = db.execute(
             "SELECT COUNT(*) FROM rows r WHERE NOT EXISTS"
