@@ -1,7 +1,7 @@
 """Stage ingest: decode, verify, normalise (EXIF rotation, RGB, PNG) and hash the source images.
 
 Unreadable or unsafe files (not an image, truncated, decompression bomb, too small, identical
-bytes to another file) are quarantined: listed in dropped.parquet with their reason, never a crash.
+bytes to another file, a link out of the source folder) are quarantined: listed in dropped.parquet with their reason, never a crash.
 
 Inputs:  ${source.dir}
 Outputs: data/ingest/images.parquet, data/ingest/images/, data/ingest/dropped.parquet,
@@ -15,9 +15,9 @@ import polars as pl
 from tqdm.auto import tqdm
 
 from safeforge.config import stage_params
-from safeforge.images.ingest import Rejected, as_row, ingest_file, list_source
+from safeforge.images.ingest import ingest_files, list_source
 from safeforge.metrics import StageAccounting
-from safeforge.stage import log, run, write_table
+from safeforge.stage import run, write_table
 
 PARAMS = ("source", "ingest")
 OUT = Path("data/ingest")
@@ -31,29 +31,13 @@ def main() -> None:
     acct = StageAccounting("ingest")
     files = list_source(Path(source["dir"]))
     acct.rows_in = len(files)
-    rows, rejected, seen = [], [], {}
-    for src in tqdm(files, desc="ingest"):
-        try:
-            image = ingest_file(
-                src, OUT / "images", source["kind"], params["max_pixels"], params["min_side"]
-            )
-        except Rejected as err:
-            log.warning("quarantined %s: %s", src.path, err)
-            rejected.append(
-                {"source_path": src.path.as_posix(), "reason": err.reason, "detail": err.detail}
-            )
-            continue
-        if image.image_id in seen:  # same bytes, same id: one image
-            rejected.append(
-                {
-                    "source_path": src.path.as_posix(),
-                    "reason": f"duplicate_file:{seen[image.image_id]}",
-                    "detail": "",
-                }
-            )
-            continue
-        seen[image.image_id] = image.source_path
-        rows.append(as_row(image))
+    rows, rejected = ingest_files(
+        tqdm(files, desc="ingest"),
+        OUT / "images",
+        source["kind"],
+        params["max_pixels"],
+        params["min_side"],
+    )
     if rejected:
         dropped = pl.DataFrame(rejected)
         acct.drop(dropped, pl.col("reason"), id_column="source_path")

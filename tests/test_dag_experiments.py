@@ -4,6 +4,8 @@ side, a model backend over HTTP. Each `dvc exp run` reruns only what its params 
 from __future__ import annotations
 
 import json
+import os
+import uuid
 from pathlib import Path
 
 import polars as pl
@@ -131,18 +133,23 @@ def test_a_listed_benchmark_without_a_root_fails_clearly(built_repo):
         (repo / "params.yaml").write_text(before)
 
 
-def test_a_model_backend_over_http_writes_the_dataset_and_prompt_edits_rerun_little(built_repo):
+def test_a_model_backend_over_http_writes_the_dataset_and_prompt_edits_rerun_little(
+    built_repo, monkeypatch
+):
     """`-S generator=openai` against a real loopback server (scripted to answer the chain
-    well), then `-S prompts=v2`, which edits only the queries and guidance steps."""
+    well, and only to the right API key), then `-S prompts=v2`, which edits only the queries
+    and guidance steps. The key never lands in a file the runs write, in git or in the logs."""
     from backends.chat_server import chat_server
 
     repo, _ = built_repo
     before = (repo / "params.yaml").read_text()
+    monkeypatch.setenv(KEY_ENV, SECRET)  # the server expects it; dvc and the stages inherit it
+    outputs = []
     try:
-        with chat_server("rms") as url:
+        with chat_server("rms", expect_key_env=KEY_ENV) as url:
             server = ["-S", "generator=openai", "-S", f"generator.base_url={url}"]
-            server += ["-S", "generator.api_key_env=null", "-S", "generator.model=scripted"]
-            run_cmd(["dvc", "exp", "run", *server], repo)
+            server += ["-S", f"generator.api_key_env={KEY_ENV}", "-S", "generator.model=scripted"]
+            outputs.append(run_cmd(["dvc", "exp", "run", *server], repo))
             first = metrics(repo, "generate")
             assert first["rows_in"] == first["rows_out"] + first["rows_dropped"]
             assert first["records_out"] > 0 and first["malformed_outputs"] == {}
@@ -152,6 +159,7 @@ def test_a_model_backend_over_http_writes_the_dataset_and_prompt_edits_rerun_lit
             assert (repo / "metrics/score/own_test.json").exists()  # the judge trained on it
 
             out = run_cmd(["dvc", "exp", "run", *server, "-S", "prompts=v2"], repo)
+            outputs.append(out)
             assert "Running stage 'generate'" in out.stdout + out.stderr
             second = perf(repo, "generate")
             # analyse and contrast prompts are unchanged in v2: only queries and guidance ask again
@@ -160,3 +168,21 @@ def test_a_model_backend_over_http_writes_the_dataset_and_prompt_edits_rerun_lit
             assert second["cache_hits"] > 0
     finally:
         (repo / "params.yaml").write_text(before)
+    assert_secret_nowhere(repo, [o.stdout + o.stderr for o in outputs])
+
+
+# made at run time: a literal would be found in this very file, which the repo copy holds
+KEY_ENV, SECRET = "SAFEFORGE_TEST_API_KEY", f"sk-test-{uuid.uuid4().hex}"
+
+
+def assert_secret_nowhere(repo: Path, logs: list[str]) -> None:
+    """The key is in no file of the workspace (params.yaml, dvc.lock, metrics, perf, reports,
+    data), in no commit DVC made for the experiments, in no log and not in the row cache."""
+    secret = SECRET.encode()
+    assert not [log for log in logs if SECRET in log], "the API key is in a stage's log"
+    files = [p for p in repo.rglob("*") if p.is_file() and ".git" not in p.parts]
+    cache_dir = Path(os.environ["SAFEFORGE_CACHE_DIR"])
+    files += [p for p in cache_dir.glob("rows.sqlite*") if p.is_file()]
+    assert not [str(p) for p in files if secret in p.read_bytes()], "the API key is in a file"
+    history = run_cmd(["git", "log", "--all", "-p", "--format=%H %s"], repo).stdout
+    assert SECRET not in history, "the API key is in a commit (an experiment's)"

@@ -3,7 +3,8 @@
     python tests/backends/chat_server.py --port P --mode MODE [--delay S] [--fail-first N]
         [--fail-prompt TEXT] [--expect-key-env VAR]
 
-Modes: echo, slow (echo after --delay), error500 / ratelimit (HTTP 500 / 429 + Retry-After: 0)
+Modes: echo, slow (echo after --delay), rms (answers the RMS prompt chain; HTTP 401 unless the
+Authorization header carries the key of --expect-key-env, or is absent when none is expected), error500 / ratelimit (HTTP 500 / 429 + Retry-After: 0)
 and close (drop the connection without a reply) for the first --fail-first requests of each
 distinct prompt, then echo; length (finish_reason "length", cut text); garbage (200, not JSON);
 nologprobs (ignores `logprobs`, as `transformers serve` does). A prompt containing --fail-prompt
@@ -165,6 +166,8 @@ class Handler(BaseHTTPRequestHandler):
         text, n_images = last_user_text(request["messages"])
         if text == "echo-auth-header":  # a careless server that quotes the key in an error
             return self.send_json(400, {"error": f"bad: {self.headers.get('Authorization')}"})
+        if args.mode == "rms" and self.headers.get("Authorization") != st.expected_auth:
+            return self.send_json(401, {"error": "wrong or missing API key"})
         with st.lock:
             attempt = st.seen[text] = st.seen.get(text, 0) + 1
         time.sleep(args.delay)
