@@ -4,6 +4,7 @@ dvc.yaml lists; every stage of the DAG exists as a module with its docstring."""
 from __future__ import annotations
 
 import importlib
+import re
 
 import pytest
 import yaml
@@ -90,3 +91,16 @@ def test_each_stage_declares_its_perf_file_as_an_uncached_plot():
         assert entries(body.get("plots", [])).get(perf) == {"cache": False}, name
         for kind in ("outs", "metrics"):
             assert not [p for p in entries(body.get(kind, [])) if p.startswith("perf/")], name
+
+
+def test_every_test_the_readme_guarantees_name_exists():
+    """README "Guarantees" names the test behind each promise: each file and test must exist,
+    or the promise stands on nothing."""
+    readme = (ROOT / "README.md").read_text()
+    section = readme.split("## Guarantees", 1)[1].split("\n## ", 1)[0]
+    named = re.findall(r"`(tests/[\w/]+\.py)(?:::(\w+))?`", section)
+    assert len(named) >= 10
+    for path, test in named:
+        assert (ROOT / path).is_file(), path
+        if test:
+            assert f"def {test}(" in (ROOT / path).read_text(), f"{path}::{test}"
