@@ -47,6 +47,7 @@ def main() -> None:
     acct.rows_out = descriptions.height
     acct.perf.update(cache.stats())
     if chat is not None:
+        acct.perf["backend_faults"] = chat.backend_faults()
         fallback = descriptions.filter(descriptions["describer"] == "caption+ocr").height
         if fallback:
             log.warning(

@@ -90,7 +90,9 @@ def from_model(
     )
     acct.drop(images.join(dropped, on="image_id"), pl.col("reason"), "image_id")
     acct.rows_out = images.height - dropped.height
-    acct.perf.update(cache.stats(), model_requests=chat.requests)
+    acct.perf.update(
+        cache.stats(), model_requests=chat.requests, backend_faults=chat.backend_faults()
+    )
     acct.extra.update(
         retried_outputs=dict(sorted(chat.retried.items())),
         malformed_outputs=chat.failure_counts(),

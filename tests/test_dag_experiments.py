@@ -166,6 +166,7 @@ def test_a_model_backend_over_http_writes_the_dataset_and_prompt_edits_rerun_lit
             risks = first["records_by_label"]["unsafe"]
             assert second["cache_misses"] == 2 * risks
             assert second["cache_hits"] > 0
+            assert second["backend_faults"] == {}  # a well-behaved server: nothing retried
     finally:
         (repo / "params.yaml").write_text(before)
     assert_secret_nowhere(repo, [o.stdout + o.stderr for o in outputs])

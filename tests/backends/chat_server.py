@@ -4,10 +4,22 @@
         [--fail-prompt TEXT] [--expect-key-env VAR]
 
 Modes: echo, slow (echo after --delay), rms (answers the RMS prompt chain; HTTP 401 unless the
-Authorization header carries the key of --expect-key-env, or is absent when none is expected), error500 / ratelimit (HTTP 500 / 429 + Retry-After: 0)
-and close (drop the connection without a reply) for the first --fail-first requests of each
-distinct prompt, then echo; length (finish_reason "length", cut text); garbage (200, not JSON);
-nologprobs (ignores `logprobs`, as `transformers serve` does). A prompt containing --fail-prompt
+Authorization header carries the key of --expect-key-env, or is absent when none is expected);
+length (finish_reason "length", cut text); garbage (200, not JSON, always); nologprobs (ignores
+`logprobs`, as `transformers serve` does). Faults, for the first --fail-first requests of each
+distinct prompt, then echo:
+    error500 / error502 / error503  HTTP 500 / 502 / 503
+    ratelimit                       HTTP 429 with Retry-After: 0
+    ratelimit_bare                  HTTP 429 without Retry-After (the client's own backoff)
+    close                           drop the connection without a status line
+    reset                           headers and half the body, then a TCP reset (RST)
+    truncated                       200, application/json, a Content-Length that matches the
+                                    body sent, and that body JSON cut off half way
+    nochoices                       200, a completion with `"choices": []`
+    trickle                         headers, then one byte of a body that never ends every
+                                    TRICKLE_S, for as long as the client listens
+    stall                           headers and half the body, then silence with the connection
+                                    held open (a Content-Length that is never reached) A prompt containing --fail-prompt
 gets HTTP 500 always, in every mode; the prompt "echo-auth-header" gets HTTP 400 quoting the
 Authorization header (for redaction tests).
 
@@ -33,6 +45,7 @@ import argparse
 import json
 import os
 import socket
+import struct
 import subprocess
 import sys
 import tempfile
@@ -45,7 +58,11 @@ from functools import partial
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
-MODES = ("echo", "slow", "error500", "ratelimit", "close", "length", "garbage", "rms", "nologprobs")
+ERRORS = {"error500": 500, "error502": 502, "error503": 503}
+FAULTS = (*ERRORS, "ratelimit", "ratelimit_bare", "close", "reset", "truncated", "nochoices")
+FAULTS += ("trickle", "stall")
+MODES = ("echo", "slow", "length", "garbage", "rms", "nologprobs", *FAULTS)
+TRICKLE_S = 0.05
 
 
 def rms_answer(request: dict, text: str) -> str:
@@ -174,13 +191,8 @@ class Handler(BaseHTTPRequestHandler):
         failing = attempt <= args.fail_first
         if args.fail_prompt and args.fail_prompt in text:
             return self.send_json(500, {"error": "scripted failure"})
-        if args.mode == "error500" and failing:
-            return self.send_json(500, {"error": "scripted failure"})
-        if args.mode == "ratelimit" and failing:
-            return self.send_json(429, {"error": "slow down"}, {"Retry-After": "0"})
-        if args.mode == "close" and failing:
-            self.close_connection = True  # hang up without a status line
-            return None
+        if args.mode in FAULTS and failing:
+            return self.fault(args.mode)
         if args.mode == "garbage":
             return self.send(200, b"<html>surely not JSON", "text/html")
         if request.get("logprobs") and args.mode != "nologprobs":
@@ -208,6 +220,50 @@ class Handler(BaseHTTPRequestHandler):
         self.send_json(
             200, {"object": "chat.completion", "choices": [{**choice, "finish_reason": finish}]}
         )
+
+    def fault(self, mode: str) -> None:
+        """One scripted misbehaviour (see the module docstring)."""
+        self.close_connection = True  # after a fault the connection is not reused
+        if mode in ERRORS:
+            return self.send_json(ERRORS[mode], {"error": "scripted failure"})
+        if mode == "ratelimit":
+            return self.send_json(429, {"error": "slow down"}, {"Retry-After": "0"})
+        if mode == "ratelimit_bare":
+            return self.send_json(429, {"error": "slow down"})
+        if mode == "close":
+            return None  # hang up without a status line
+        if mode == "nochoices":
+            return self.send_json(200, {"object": "chat.completion", "choices": []})
+        body = json.dumps({"object": "chat.completion", "choices": [{"index": 0}]}).encode()
+        half = body[: len(body) // 2]
+        if mode == "truncated":
+            return self.send(200, half, "application/json")
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body) if mode != "trickle" else 10**9))
+        self.end_headers()
+        try:
+            if mode == "reset":
+                self.wfile.write(half)
+                self.wfile.flush()
+                time.sleep(TRICKLE_S)  # the client has the headers and is reading the body
+                # SO_LINGER on, 0 s: close() sends RST instead of FIN
+                self.connection.setsockopt(
+                    socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0)
+                )
+                self.connection.close()
+            elif mode == "stall":
+                self.wfile.write(half)
+                self.wfile.flush()
+                time.sleep(3600)  # a daemon thread: the server's exit ends it
+            else:  # trickle, until the client hangs up
+                while True:
+                    self.wfile.write(b" ")
+                    self.wfile.flush()
+                    time.sleep(TRICKLE_S)
+        except OSError:
+            pass  # the client gave up: what these modes are for
+        return None
 
     def answer_logprobs(self, request: dict, text: str) -> None:
         top = request.get("top_logprobs")

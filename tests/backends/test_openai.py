@@ -7,6 +7,7 @@ import importlib.util
 import json
 import logging
 import math
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -17,7 +18,7 @@ from helpers import ROOT, conf_option, sampling
 from PIL import Image
 
 from safeforge.backends import ChatRequest, Reply, Sampling, make_backend
-from safeforge.backends.openai import NO_LOGPROBS, OpenAIBackend
+from safeforge.backends.openai import EMPTY_CHOICES, NO_LOGPROBS, OpenAIBackend
 
 SECRET = "sk-test-SECRET-123"
 SCHEMA = {"type": "object", "properties": {"label": {"type": "string"}}, "required": ["label"]}
@@ -280,6 +281,81 @@ def test_no_server_is_an_error_reply(backend) -> None:
     url = f"http://127.0.0.1:{free_port()}/v1"
     [reply] = backend(url, max_retries=1).complete([ask("x")])
     assert reply.error == "connection refused after 2 attempts"
+
+
+# --- faults from a misbehaving server: retried or dropped with their reason, never a hang ----
+
+TIMEOUT_S = 0.5  # small, so a reply that never ends is given up on quickly
+# chat_server mode -> the reason a request it fails is retried for, then dropped with
+RETRIED = {
+    "error500": "HTTP 500",
+    "error502": "HTTP 502",
+    "error503": "HTTP 503",
+    "ratelimit": "HTTP 429",  # with Retry-After: 0
+    "ratelimit_bare": "HTTP 429",  # no Retry-After: our own backoff
+    "close": "connection closed without a reply",
+    "reset": "connection closed in the middle of the reply",
+    "truncated": "reply is not JSON (HTTP 200, application/json)",
+    "trickle": f"timeout ({TIMEOUT_S:g} s)",  # a body that never ends
+    "stall": f"timeout ({TIMEOUT_S:g} s)",  # half a body, then silence
+}
+
+
+@pytest.mark.timeout(60)  # not a benchmark: only that no fault hangs the batch
+@pytest.mark.parametrize("mode", RETRIED)
+def test_a_passing_fault_is_retried(backend, mode: str) -> None:
+    with chat_server(mode, fail_first=1) as url:
+        b = backend(url, timeout_s=TIMEOUT_S, max_retries=2)
+        replies = b.complete([ask(f"p{i}") for i in range(3)])
+    assert [echoed(r)["echo"] for r in replies] == ["p0", "p1", "p2"]
+    assert [echoed(r)["attempt"] for r in replies] == [2, 2, 2]
+    assert b.stats == Counter({f"retry/{RETRIED[mode]}": 3})
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("mode", RETRIED)
+def test_a_lasting_fault_drops_the_reply_with_its_reason(backend, mode: str) -> None:
+    with chat_server(mode, fail_first=2) as url:
+        b = backend(url, timeout_s=TIMEOUT_S, max_retries=1)
+        [warm] = b.complete([ask("ok")])  # its two failing attempts, so it passes next time
+        replies = b.complete([ask("a"), ask("ok"), ask("b")])
+    reason = RETRIED[mode]
+    dropped = Reply.failed(f"{reason} after 2 attempts")
+    assert warm == dropped
+    assert len(replies) == 3  # no row lost, and in order
+    assert (replies[0], replies[2]) == (dropped, dropped)
+    assert echoed(replies[1])["echo"] == "ok"
+    assert b.stats == Counter({f"retry/{reason}": 3, f"failed/{reason}": 3})
+
+
+@pytest.mark.timeout(60)
+def test_an_empty_choices_list_is_dropped_at_once(backend) -> None:
+    # a well-formed reply with nothing in it: asking again gets the same, so no retry
+    with chat_server("nochoices", fail_first=1) as url:
+        b = backend(url)
+        first = b.complete([ask("a"), scripted(("Yes", 0.9)), ask("b")])
+        again = b.complete([ask("a"), ask("b")])
+    assert first == [Reply.failed(EMPTY_CHOICES)] * 3
+    assert EMPTY_CHOICES == "reply has an empty choices list"
+    assert [echoed(r)["attempt"] for r in again] == [2, 2]
+    assert b.stats == Counter({f"failed/{EMPTY_CHOICES}": 3})
+
+
+@pytest.mark.timeout(60)
+def test_garbage_is_retried_then_dropped(backend) -> None:
+    with chat_server("garbage") as url:
+        b = backend(url, max_retries=1)
+        [reply] = b.complete([ask("x")])
+    reason = "reply is not JSON (HTTP 200, text/html)"
+    assert reply == Reply.failed(f"{reason} after 2 attempts")
+    assert b.stats == Counter({f"retry/{reason}": 1, f"failed/{reason}": 1})
+
+
+def test_stats_key_a_client_error_by_its_status(backend) -> None:
+    with chat_server() as url:
+        b = backend(url.replace("/v1", "/nowhere"))
+        b.complete([ask("x"), ask("y")])
+    assert b.stats == Counter({"failed/HTTP 404": 2})
 
 
 # --- configuration and the key -------------------------------------------------------------

@@ -2,10 +2,25 @@
 
 Requests run on a thread pool, at most `concurrency` in flight, each thread with its own
 `requests.Session` (keep-alive, and Session is not documented as thread-safe). Transient
-failures (429, 5xx, timeouts, dropped connections) are retried with exponential backoff; what
-still fails becomes `Reply(error=...)`, so one bad request never sinks a batch. The API key is
-read from the environment and only ever put in the Authorization header: never logged, never in
-an error, `repr()` or `identity()`.
+failures are retried up to `max_retries` times with exponential backoff (or the server's
+Retry-After, in seconds): HTTP 429 and 5xx, timeouts, refused or dropped connections, a
+connection closed in the middle of the body, and a 200 whose body is not JSON (garbage, or JSON
+cut short: a server or proxy fault, not the model's). What still fails becomes
+`Reply.failed(reason)`, the reason ending "after N attempts", so one bad request never sinks a
+batch: `complete` returns one reply per request, in order. Not retried, as asking again gets the
+same answer: other 4xx, a reply with an empty `choices` list or no message content, and a choices
+request the server returned no logprobs for.
+
+`timeout_s` bounds a whole request, not one socket read: the body is read in pieces against a
+deadline `timeout_s` after the request started, so a server that trickles a reply that never
+ends times out like one that never answers (requests' own timeout restarts with every byte).
+Connecting and waiting for the status line are each bounded by `timeout_s` too.
+
+`stats` counts, over the backend's life, each retry by its reason ("retry/HTTP 429") and each
+failed reply by its reason ("failed/timeout (120 s)"), for a stage's metrics.
+
+The API key is read from the environment and only ever put in the Authorization header: never
+logged, never in an error, `repr()` or `identity()`.
 
 A request with `choices` asks for one token with `logprobs` and the top `choice_logprobs` (at
 most 20, the OpenAI API's cap) candidates. There is no tokenizer here, so choices are matched to
@@ -18,17 +33,22 @@ match counts (the more probable on a tie), and a choice with none gets 0.0. Serv
 from __future__ import annotations
 
 import inspect
+import json
 import logging
 import math
 import os
 import random
+import re
+import socket
 import threading
 import time
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import requests
+import urllib3
 
 from safeforge.backends.base import (
     Backend,
@@ -43,6 +63,8 @@ log = logging.getLogger(__name__)
 
 _RETRY_STATUS = {429, 500, 502, 503, 504}
 _MAX_SLEEP_S = 30.0
+_READ_BYTES = 64 * 1024  # one body read takes what has arrived, up to this
+EMPTY_CHOICES = "reply has an empty choices list"
 _MAX_TOP_LOGPROBS = 20  # the OpenAI API refuses top_logprobs above this
 _WORD_MARKERS = ("Ġ", "▁")  # byte-level BPE / SentencePiece "a space before this word"
 NO_LOGPROBS = "the server returned no logprobs; use a server that supports them, e.g. vllm serve"
@@ -100,6 +122,8 @@ class OpenAIBackend(Backend):
         self._local = threading.local()
         self._sessions: list[requests.Session] = []
         self._pool: ThreadPoolExecutor | None = None
+        self.stats: Counter[str] = Counter()  # "retry/<reason>", "failed/<reason>"; see above
+        self._stats_lock = threading.Lock()
 
     @classmethod
     def from_params(cls, params: Mapping[str, Any]) -> OpenAIBackend:
@@ -155,6 +179,16 @@ class OpenAIBackend(Backend):
         return body
 
     def _complete_one(self, request: ChatRequest) -> Reply:
+        reply = self._attempts(request)
+        if not reply.ok:
+            self._count(f"failed/{_stat_key(reply.error or '')}")
+        return reply
+
+    def _count(self, key: str) -> None:
+        with self._stats_lock:
+            self.stats[key] += 1
+
+    def _attempts(self, request: ChatRequest) -> Reply:
         if request.images and not self.supports_images:
             return Reply.failed(f"model {self.model_id} takes no images (images: false)")
         try:
@@ -168,6 +202,7 @@ class OpenAIBackend(Backend):
                 failure = exc
             if attempt == self.max_retries:
                 break
+            self._count(f"retry/{failure.reason}")
             # exponential backoff; the jitter keeps a batch's retries from arriving in lockstep
             backoff = min(_MAX_SLEEP_S, self.backoff_s * 2**attempt) * random.uniform(0.5, 1)
             wait = backoff if failure.wait_s is None else min(_MAX_SLEEP_S, failure.wait_s)
@@ -180,24 +215,29 @@ class OpenAIBackend(Backend):
         return Reply.failed(self._redact(reason))
 
     def _post(self, body: dict[str, Any], choices: tuple[str, ...]) -> Reply:
+        deadline = time.monotonic() + self.timeout_s
         try:
-            response = self._session().post(self.url, json=body, timeout=self.timeout_s)
+            with self._session().post(
+                self.url, json=body, timeout=self.timeout_s, stream=True
+            ) as response:
+                if response.status_code in _RETRY_STATUS:  # the body does not matter
+                    raise _Retryable(f"HTTP {response.status_code}", _retry_after(response))
+                content = self._body(response, deadline)
         except (requests.Timeout, requests.ConnectionError) as exc:
-            # a body read that times out arrives as a ConnectionError("Read timed out")
+            # a status line that times out arrives as a ConnectionError("Read timed out")
             if isinstance(exc, requests.Timeout) or "Read timed out" in str(exc):
-                raise _Retryable(f"timeout ({self.timeout_s:g} s)") from exc
+                raise _Retryable(self._timeout()) from exc
             raise _Retryable(_connection_reason(exc)) from exc
-        except requests.exceptions.ChunkedEncodingError as exc:
-            raise _Retryable("connection closed in the middle of the reply") from exc
-        if response.status_code in _RETRY_STATUS:
-            raise _Retryable(f"HTTP {response.status_code}", _retry_after(response))
         if response.status_code >= 400:  # a bad request stays bad: no retry
-            return Reply.failed(self._redact(f"HTTP {response.status_code}: {response.text[:200]}"))
+            text = content.decode(response.encoding or "utf-8", errors="replace")
+            return Reply.failed(self._redact(f"HTTP {response.status_code}: {text[:200]}"))
         try:
-            data = response.json()
-        except ValueError:
+            data = json.loads(content)
+        except ValueError as exc:  # garbage, or JSON cut short: the server's fault, not the model's
             kind = response.headers.get("content-type", "no content-type")
-            return Reply.failed(f"reply is not JSON (HTTP {response.status_code}, {kind})")
+            raise _Retryable(f"reply is not JSON (HTTP {response.status_code}, {kind})") from exc
+        if isinstance(data, dict) and data.get("choices") == []:
+            return Reply.failed(EMPTY_CHOICES)
         if choices:
             return choice_reply(data, choices)
         try:
@@ -206,6 +246,31 @@ class OpenAIBackend(Backend):
         except (KeyError, IndexError, TypeError):
             return Reply.failed("reply has no choices[0].message.content")
         return Reply(text=text or "", finish_reason=choice.get("finish_reason") or "stop")
+
+    def _body(self, response: requests.Response, deadline: float) -> bytes:
+        """The whole body, read as it arrives until `deadline`; a retryable failure when it is
+        not all there by then or the connection breaks first."""
+        raw, parts = response.raw, []
+        conn = getattr(raw, "connection", None)
+        sock: socket.socket | None = getattr(conn, "sock", None)
+        try:
+            while True:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise _Retryable(self._timeout())
+                if sock is not None:  # one read waits no longer than the time left
+                    sock.settimeout(left)
+                part = raw.read1(_READ_BYTES, decode_content=True)
+                if not part:
+                    return b"".join(parts)
+                parts.append(part)
+        except (urllib3.exceptions.ReadTimeoutError, TimeoutError) as exc:
+            raise _Retryable(self._timeout()) from exc
+        except (urllib3.exceptions.HTTPError, OSError) as exc:  # reset, short body, bad gzip
+            raise _Retryable("connection closed in the middle of the reply") from exc
+
+    def _timeout(self) -> str:
+        return f"timeout ({self.timeout_s:g} s)"
 
     def _redact(self, text: str) -> str:
         """A server may echo the Authorization header back in an error body: never pass it on."""
@@ -218,7 +283,8 @@ def choice_reply(data: Any, choices: Sequence[str]) -> Reply:
     try:
         first = data["choices"][0]
     except (KeyError, IndexError, TypeError):
-        return Reply.failed("reply has no choices[0]")
+        empty = isinstance(data, dict) and data.get("choices") == []
+        return Reply.failed(EMPTY_CHOICES if empty else "reply has no choices[0]")
     try:
         top = first["logprobs"]["content"][0]["top_logprobs"]
         candidates = [(str(t["token"]), float(t["logprob"])) for t in top]
@@ -270,6 +336,15 @@ def _retry_after(response: requests.Response) -> float | None:
         return max(0.0, float(response.headers["Retry-After"]))
     except (KeyError, ValueError):
         return None
+
+
+def _stat_key(error: str) -> str:
+    """A failed reply's reason less its attempt count and its detail (an HTTP error's body, an
+    image's path), so that the stats have a few keys."""
+    key = re.sub(r" after \d+ attempts$", "", error)
+    if re.match(r"HTTP \d+: |cannot read image: ", key):
+        key = key.split(":")[0]
+    return key
 
 
 def _connection_reason(exc: requests.ConnectionError) -> str:

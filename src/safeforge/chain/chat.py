@@ -171,6 +171,12 @@ class Chat:
     def failure_counts(self) -> dict[str, int]:
         return dict(sorted(Counter(f"{f['step']}/{f['reason']}" for f in self.failures).items()))
 
+    def backend_faults(self) -> dict[str, int]:
+        """The backend's retries and failed requests by reason ("retry/HTTP 503": n), for
+        perf/: they depend on the server's day, not on the data. Backends without counters
+        (hf, vllm) give none."""
+        return dict(sorted(getattr(self.backend, "stats", {}).items()))
+
     def _request(self, step: str, ask: Ask, schema: Mapping[str, Any]) -> ChatRequest:
         text = self.prompts.templates[step].format(**ask.fields)
         text += "\n\nReply with one JSON object that follows this JSON schema:\n" + json.dumps(
