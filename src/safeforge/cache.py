@@ -42,6 +42,13 @@ def default_cache_dir() -> Path:
     return Path(base) / "safeforge"
 
 
+def store_path(cache_dir: str | Path | None = None) -> Path:
+    """The store's file in `cache_dir` (default: default_cache_dir()), its folder created."""
+    folder = Path(cache_dir) if cache_dir else default_cache_dir()
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder / "rows.sqlite"
+
+
 def open_store(path: Path, attempts: int = 50) -> sqlite3.Connection:
     """Open (and on first use create) the store. Switching a new file to WAL needs a moment of
     exclusive access, which SQLite's busy timeout does not cover: retry while another process
@@ -76,9 +83,8 @@ class RowCache:
 
     def __init__(self, namespace: str, cache_dir: str | Path | None = None) -> None:
         self.namespace = namespace
-        self.dir = Path(cache_dir) if cache_dir else default_cache_dir()
-        self.dir.mkdir(parents=True, exist_ok=True)
-        self.path = self.dir / "rows.sqlite"
+        self.path = store_path(cache_dir)
+        self.dir = self.path.parent
         self._db = open_store(self.path)
         self.hits = 0
         self.misses = 0

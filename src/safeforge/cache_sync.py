@@ -36,7 +36,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from safeforge.cache import default_cache_dir, open_store
+from safeforge.cache import open_store, store_path
 
 SEGMENTS = ("safeforge", "rowcache", "segments")  # under the remote's path
 SEGMENT_NAME = re.compile(r"^([0-9a-f]{64})\.parquet$")
@@ -193,9 +193,7 @@ def list_segments(remote: Remote) -> list[str]:
 # ---- the local side -------------------------------------------------------------------------
 def connect(cache_dir: str | Path | None = None) -> tuple[Path, sqlite3.Connection]:
     """The cache file (created if new) with the bookkeeping tables."""
-    folder = Path(cache_dir) if cache_dir else default_cache_dir()
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / "rows.sqlite"
+    path = store_path(cache_dir)
     db = open_store(path)
     for sql in SCHEMA_SQL:
         db.execute(sql)

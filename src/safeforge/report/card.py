@@ -41,7 +41,8 @@ def _fmt(value: Any) -> str:
     return f"{value:.3f}" if isinstance(value, float) else str(value)
 
 
-def _table(header: list[str], rows: list[list[Any]]) -> list[str]:
+def markdown_table(header: list[str], rows: list[list[Any]]) -> list[str]:
+    """A markdown table; numbers as _fmt writes them (strings pass through)."""
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(_fmt(v) for v in row) + " |" for row in rows]
     return lines
@@ -53,7 +54,7 @@ def _counts(dataset: pl.DataFrame, index: str, on: str, order: tuple[str, ...]) 
     pivot = dataset.group_by(index, on).len().pivot(on=on, index=index, values="len")
     columns = [c for c in order if c in pivot.columns]
     pivot = pivot.fill_null(0).sort(index)
-    return _table(
+    return markdown_table(
         [index, *columns],
         [[r[index], *(r[c] for c in columns)] for r in pivot.iter_rows(named=True)],
     )
@@ -94,7 +95,7 @@ def render(
                 ", ".join(f"{r}: {n}" for r, n in reasons) or "-",
             ]
         )
-    out += [*_table(["stage", "in", "out", "dropped (reason: rows)"], rows), ""]
+    out += [*markdown_table(["stage", "in", "out", "dropped (reason: rows)"], rows), ""]
 
     out += ["## Scoreboard", ""]
     if transfer and transfer["transfer_score"] is not None:
@@ -106,7 +107,7 @@ def render(
         ]
     else:
         out += ["Transfer score: n/a (no external benchmark scored; see score.benchmarks)", ""]
-    out += _table(
+    out += markdown_table(
         ["benchmark", *SCORE_COLUMNS],
         [[name, *(s.get(c) for c in SCORE_COLUMNS)] for name, s in sorted(scores.items())],
     )
@@ -114,7 +115,7 @@ def render(
     for name, s in sorted(scores.items()):
         if s.get("by_subset"):
             out += ["", f"### {name} by subset", ""]
-            out += _table(
+            out += markdown_table(
                 ["subset", *SCORE_COLUMNS],
                 [[sub, *(m.get(c) for c in SCORE_COLUMNS)] for sub, m in s["by_subset"].items()],
             )
@@ -125,7 +126,7 @@ def render(
             out += ["", f"### {name}: the benchmark's own metrics", ""]
             official = s["official"]
             figures = {k: v for k, v in official.items() if isinstance(v, (int, float))}
-            out += _table(list(figures), [list(figures.values())])
+            out += markdown_table(list(figures), [list(figures.values())])
             out += [f"- {d}" for d in official.get("deviations", [])]
     return "\n".join(out) + "\n"
 
@@ -177,7 +178,7 @@ def _side_by_side(scores: dict[str, dict]) -> list[str]:
             m = per.get(bench, {})
             row += [m.get("balanced_accuracy"), m.get("auroc")]
         rows.append(row)
-    return ["", "### Judges side by side", "", *_table(header, rows)]
+    return ["", "### Judges side by side", "", *markdown_table(header, rows)]
 
 
 def load_metrics(folder: Path) -> tuple[dict[str, dict], dict[str, dict]]:

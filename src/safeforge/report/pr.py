@@ -30,6 +30,7 @@ from typing import Any
 from safeforge import io
 from safeforge.labels import LABELS
 from safeforge.metrics import PERF_DIR
+from safeforge.report.card import markdown_table
 from safeforge.report.revisions import WORKSPACE, PrReportError, Rev, repo_root, resolve, run_dvc
 
 log = logging.getLogger(__name__)
@@ -172,14 +173,6 @@ def _change(base: Any, head: Any) -> str:
     return "0" if delta == 0 else f"{delta:+,}" if isinstance(delta, int) else f"{delta:+.3f}"
 
 
-def _md_table(header: list[str], rows: list[list[str]]) -> list[str]:
-    return [
-        "| " + " | ".join(header) + " |",
-        "|" + "|".join("---" for _ in header) + "|",
-        *("| " + " | ".join(r) + " |" for r in rows),
-    ]
-
-
 def _label_order(labels: set[str]) -> list[str]:
     return [lb for lb in LABELS if lb in labels] + sorted(labels - set(LABELS))
 
@@ -211,7 +204,7 @@ def card_section(base: Mapping | None, head: Mapping | None, b: Rev, h: Rev) -> 
         for label in _label_order(keys("by_category", cat)):
             vb, vh = _get(base, "by_category", cat, label), _get(head, "by_category", cat, label)
             rows.append([cat, label, _num(vb), _num(vh), _change(vb, vh)])
-    lines += [*_md_table(["category", "label", "base", "head", "change"], rows), ""]
+    lines += [*markdown_table(["category", "label", "base", "head", "change"], rows), ""]
     totals = []
     for key in ("records", "images"):
         vb, vh = _get(base, key), _get(head, key)
@@ -221,7 +214,7 @@ def card_section(base: Mapping | None, head: Mapping | None, b: Rev, h: Rev) -> 
             vb, vh = _get(base, group, key), _get(head, group, key)
             name = f"{group.removeprefix('by_')} {key}"
             totals.append([name, _num(vb), _num(vh), _change(vb, vh)])
-    return [*lines, "Totals:", "", *_md_table(["", "base", "head", "change"], totals)]
+    return [*lines, "Totals:", "", *markdown_table(["", "base", "head", "change"], totals)]
 
 
 def _plot_links(plots: list[Plot]) -> list[str]:
@@ -248,7 +241,7 @@ def timings_section(
             sb, sh = base.get(s), head.get(s)
             ratio = f"{sh / sb:.2f}" if sb and sh is not None else "n/a"
             rows.append([s, _num(sb), _num(sh), ratio])
-        lines += _md_table(["stage", "seconds base", "seconds head", "ratio"], rows)
+        lines += markdown_table(["stage", "seconds base", "seconds head", "ratio"], rows)
         lines += ["", f"ratio: head / base; base {b.describe()}, head {h.describe()}."]
     else:
         lines.append(f"No {PERF_DIR}/*.json at either revision.")
