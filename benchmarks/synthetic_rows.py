@@ -3,10 +3,11 @@
 Writes what `embed` and `generate` would: data/generate/records.parquet,
 data/embed/features.parquet (record_id, image_id, query_minhash, query_image_lift,
 text_only_p_unsafe; the wide embedding columns are left out: dedup and quality never read them)
-and data/embed/image_features.parquet (semantic_emb as float16, as embed writes it).
+and data/embed/image_features.parquet (semantic_emb as float16, as embed writes it; each image's
+thumbnail a random blocky picture, a copy's its original's).
 
-Planted, per image: 4% exact pixel copies, 4% pHash copies (1-6 bits flipped), 3% semantic
-copies (embedding plus small noise); per record: 4% exact query repeats beside the same image,
+Planted, per image: 4% exact pixel copies, 4% pHash copies (1-6 bits flipped), 3% look-alike
+copies (the same thumbnail, the embedding plus small noise: the layout matcher finds them); per record: 4% exact query repeats beside the same image,
 4% re-worded repeats (a fifth of the signature values changed). Run as a script to write a
 workspace: `python benchmarks/synthetic_rows.py /tmp/ws --rows 35000`.
 """
@@ -22,6 +23,7 @@ import polars as pl
 
 from safeforge import io
 from safeforge.generate.records import RECORD_SCHEMA
+from safeforge.images.thumb import THUMB_SIDE
 
 CATEGORIES = ("physical_injury", "privacy", "hazardous_substances", "illegal_activity")
 WORDS = [
@@ -61,11 +63,16 @@ def images_table(n_images: int, rng: np.random.Generator) -> pl.DataFrame:
     phash[top[k : 2 * k]] = phash[near] ^ masks.astype(np.uint64)
     emb[top[k : 2 * k]] = emb[near]
     emb[top[2 * k :]] = emb[semantic] + 0.01 * rng.normal(size=(k, EMB_DIM)).astype(np.float32)
+    cells = rng.integers(0, 256, (n_images, 16, 16), dtype=np.uint8)
+    for copies, sources in ((top[:k], exact), (top[k : 2 * k], near), (top[2 * k :], semantic)):
+        cells[copies] = cells[sources]
+    thumbs = cells.repeat(THUMB_SIDE // 16, axis=1).repeat(THUMB_SIDE // 16, axis=2)
     return pl.DataFrame(
         {
             "image_id": _hex("img", ids),
             "pixel_sha256": pixel.tolist(),
             "phash": [f"{int(v):016x}" for v in phash],
+            "thumb": [t.tobytes() for t in thumbs],
             "width": rng.integers(200, 2000, n_images),
             "height": rng.integers(200, 2000, n_images),
             "min_side": rng.uniform(60, 2000, n_images),

@@ -113,6 +113,7 @@ def image_features() -> pl.DataFrame:
             "image_id": [_hex64(i) for i in range(N)],
             "pixel_sha256": [_hex64(100 + i) for i in range(N)],
             "phash": ["0f0f0f0f0f0f0f0f", "ffffffff00000000", "0123456789abcdef", "0" * 16],
+            "thumb": [bytes([i]) * 64 * 64 for i in range(N)],
             "width": [640, 512, 100, 2000],
             "height": [480, 512, 400, 1000],
             "min_side": [480.0, 512.0, 100.0, 1000.0],

@@ -49,10 +49,51 @@ def store_path(cache_dir: str | Path | None = None) -> Path:
     return folder / "rows.sqlite"
 
 
+class CacheCorruptError(ValueError):
+    """The cache file is not a sound SQLite database. A ValueError, so a stage reports it in one
+    line (stage.run) instead of a traceback."""
+
+
+# SQLite's primary result codes for a damaged file: SQLITE_CORRUPT, SQLITE_NOTADB
+_DAMAGED = {11, 26}
+
+
+def _damaged(err: sqlite3.DatabaseError) -> bool:
+    code = getattr(err, "sqlite_errorcode", None)
+    if code is not None:
+        return code & 0xFF in _DAMAGED
+    text = str(err)
+    return "malformed" in text or "not a database" in text
+
+
+def corrupt_error(path: Path, err: sqlite3.DatabaseError) -> CacheCorruptError:
+    return CacheCorruptError(
+        f"row cache {path} is damaged ({err}): move it aside or delete it (with its -wal and"
+        f" -shm files) and rerun; its entries are computed again by the model calls"
+        f" (`sqlite3 {path} .recover` may save most of them first)"
+    )
+
+
+# A damaged file (truncated, overwritten, a bad page) is an error naming it, not set aside and
+# rebuilt automatically: the file is shared by every workspace and queued experiment, and
+# renaming it under a process that has it open splits their writes between two files; and its
+# entries may be GPU-hours of model calls that `.recover` can save. Either way no result is
+# ever read from a page SQLite finds damaged: every read and write below turns SQLite's
+# "malformed" / "not a database" into CacheCorruptError. An empty (zero-byte) file is a valid,
+# empty database to SQLite: it is used as a new cache. SQLite keeps no checksum of page
+# contents, so a flipped byte inside a stored value (not in the b-tree's structure) is not
+# detected here, nor by PRAGMA integrity_check.
+def _check(db: sqlite3.Connection) -> None:
+    """On open, walk the key b-tree (every leaf page; values' overflow pages are not read): a
+    truncated file or a damaged page fails here rather than mid-run. Measured on a 50k-entry,
+    186 MB cache: 14-22 ms, against 150-220 ms for PRAGMA quick_check, which reads every page."""
+    db.execute("SELECT COUNT(*) FROM rows").fetchone()
+
+
 def open_store(path: Path, attempts: int = 50) -> sqlite3.Connection:
     """Open (and on first use create) the store. Switching a new file to WAL needs a moment of
     exclusive access, which SQLite's busy timeout does not cover: retry while another process
-    is doing the same."""
+    is doing the same. A damaged file raises CacheCorruptError naming it."""
     for attempt in range(attempts):
         db = sqlite3.connect(path, timeout=60, isolation_level=None)
         try:
@@ -62,9 +103,12 @@ def open_store(path: Path, attempts: int = 50) -> sqlite3.Connection:
                 "CREATE TABLE IF NOT EXISTS rows (key TEXT PRIMARY KEY, value BLOB, created REAL)"
                 " WITHOUT ROWID"
             )
+            _check(db)
             return db
-        except sqlite3.OperationalError as err:
+        except sqlite3.DatabaseError as err:
             db.close()
+            if _damaged(err):
+                raise corrupt_error(path, err) from err
             if "locked" not in str(err) or attempt == attempts - 1:
                 raise
             time.sleep(0.05 * (attempt + 1))
@@ -91,19 +135,25 @@ class RowCache:
 
     def get_many(self, keys: Sequence[str]) -> dict[str, bytes]:
         found: dict[str, bytes] = {}
-        for start in range(0, len(keys), 500):  # SQLite's bound-variable limit
-            chunk = list(keys[start : start + 500])
-            marks = ",".join("?" * len(chunk))
-            rows = self._db.execute(f"SELECT key, value FROM rows WHERE key IN ({marks})", chunk)
-            found.update(rows.fetchall())
+        try:
+            for start in range(0, len(keys), 500):  # SQLite's bound-variable limit
+                chunk = list(keys[start : start + 500])
+                marks = ",".join("?" * len(chunk))
+                sql = f"SELECT key, value FROM rows WHERE key IN ({marks})"
+                found.update(self._db.execute(sql, chunk).fetchall())
+        except sqlite3.DatabaseError as err:
+            raise (corrupt_error(self.path, err) if _damaged(err) else err) from err
         return found
 
     def put_many(self, items: Iterable[tuple[str, bytes]]) -> None:
         now = time.time()
         rows = [(k, v, now) for k, v in items]
-        with self._db:  # one transaction: the whole batch or nothing
-            self._db.execute("BEGIN IMMEDIATE")
-            self._db.executemany("INSERT OR REPLACE INTO rows VALUES (?, ?, ?)", rows)
+        try:
+            with self._db:  # one transaction: the whole batch or nothing
+                self._db.execute("BEGIN IMMEDIATE")
+                self._db.executemany("INSERT OR REPLACE INTO rows VALUES (?, ?, ?)", rows)
+        except sqlite3.DatabaseError as err:
+            raise (corrupt_error(self.path, err) if _damaged(err) else err) from err
 
     def stats(self) -> dict[str, int]:
         return {"cache_hits": self.hits, "cache_misses": self.misses}

@@ -6,6 +6,8 @@ safeforge bench check NAME --root PATH [--json]    read a benchmark, report what
 safeforge bench score NAME --root PATH --judge DIR|NAME [--json]   score a judge on it: a saved
                                                    folder, or a zero-shot judge (clue) from conf
 safeforge cache push|pull|status [--remote NAME]    share the row cache through the DVC remote
+safeforge dedup images DIR [--json] [--set dedup.KEY=VALUE] [--workers N]   duplicate
+                                                   clusters in any image folder, without the pipeline
 safeforge pr-report --base REV [--head REV] --out DIR   params, metrics, dataset counts, plots
                                                    and timings, base against head, as markdown
 """
@@ -19,7 +21,9 @@ from pathlib import Path
 
 from safeforge import cache_sync, config, io
 from safeforge.benchmarks.base import BenchmarkError, load_benchmark
+from safeforge.cache import CacheCorruptError
 from safeforge.config import OWN_TEST
+from safeforge.dedup import folder as dedup_folder
 from safeforge.judges.base import build_judge, load_judge
 from safeforge.report import pr
 from safeforge.report.card import SCORE_COLUMNS
@@ -248,7 +252,7 @@ def cmd_cache(args: argparse.Namespace) -> int:
             _print(info, args.json, [f"{k:<16}{v}" for k, v in info.items()])
             return 0
         result = getattr(cache_sync, args.action)(remote, args.cache_dir)
-    except cache_sync.SyncError as err:
+    except (cache_sync.SyncError, CacheCorruptError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     where = f"{remote.url}/{'/'.join(cache_sync.SEGMENTS)}"
@@ -291,6 +295,56 @@ def _cache_parser(sub: argparse._SubParsersAction) -> None:
 
 
 # ---- end of safeforge cache ------------------------------------------------------------------
+# ---- safeforge dedup images: image dedup on any folder (dedup/folder.py) ----------------------
+def cmd_dedup_images(args: argparse.Namespace) -> int:
+    """clusters of duplicate images under DIR; a bad key, value or folder is one line, exit 2"""
+    try:
+        dedup_folder.check_overrides(args.set)
+        cfg = _bench_config(args)  # conf/ (./conf, else the shipped one) with the --set overrides
+        result = dedup_folder.dedup_folder(
+            Path(args.dir), cfg["dedup"], args.workers, cfg["ingest"]["max_pixels"]
+        )
+    except (KeyError, ValueError, FileNotFoundError) as err:
+        message = err.args[0] if isinstance(err, KeyError) and err.args else err
+        print(f"error: {message}", file=sys.stderr)
+        return 2
+    _print(result.as_dict(), args.json, result.lines())
+    return 0
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
+def _dedup_parser(sub: argparse._SubParsersAction) -> None:
+    dedup = sub.add_parser("dedup", help="dedup without the pipeline")
+    actions = dedup.add_subparsers(dest="action", required=True)
+    a = actions.add_parser(
+        "images",
+        help="duplicate clusters in an image folder (recursive): keeper, members, method, score",
+    )
+    a.add_argument("dir", help="the folder; links leading out of it are refused")
+    a.add_argument("--json", action="store_true", help="print JSON instead of text")
+    a.add_argument("--conf", default=None, help="conf/ folder (default ./conf)")
+    a.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="dedup.KEY=VALUE",
+        help="a conf dedup key, e.g. dedup.phash_max_distance=8 or dedup.layout_min_cosine=null",
+    )
+    a.add_argument(
+        "--workers",
+        type=_positive_int,
+        default=dedup_folder.default_workers(),
+        help="processes computing image features (default: min(2, CPUs))",
+    )
+    a.set_defaults(func=cmd_dedup_images)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="safeforge", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -307,6 +361,7 @@ def main(argv: list[str] | None = None) -> int:
     _bench_parser(sub)
     _cache_parser(sub)
     _pr_report_parser(sub)
+    _dedup_parser(sub)
     args = parser.parse_args(argv)
     if args.command == "bench":
         setup_logging()

@@ -1,5 +1,6 @@
-"""Dedup of the records table on small hand-built frames: image clusters (exact pixels, pHash),
-then normalised-query and MinHash near-duplicate queries within an image cluster."""
+"""Dedup of the records table on small hand-built frames: image clusters (exact pixels, pHash,
+each pHash pair verified on thumbnails), then normalised-query and MinHash near-duplicate
+queries within an image cluster."""
 
 from __future__ import annotations
 
@@ -7,16 +8,26 @@ import numpy as np
 import polars as pl
 import pytest
 from helpers import PARAMS as DEFAULTS
+from PIL import Image
 
 from safeforge.dedup import records as dedup_records
-from safeforge.dedup.images import image_clusters
+from safeforge.dedup.images import Verifier, guarded_components, image_clusters, image_params
 from safeforge.embeddings.minhash import signatures
 from safeforge.generate.records import RECORD_SCHEMA
+from safeforge.images.thumb import as_array, grey_thumbnail
 
 MAX_D = 8
-PARAMS = {  # as in conf/config.yaml, semantic matching off (no embeddings here)
+MIN_SCORE = DEFAULTS["dedup"]["min_match_score"]
+# as in conf/config.yaml; layout and semantic matching off (pHash pairs only), and no keypoint
+# check: these frames have thumbnails but no image files
+PARAMS = {
     "phash_max_distance": MAX_D,
+    "layout_min_cosine": None,
     "semantic_min_cosine": None,
+    "min_match_score": MIN_SCORE,
+    "keypoints_below_score": None,
+    "min_inlier_share": DEFAULTS["dedup"]["min_inlier_share"],
+    "candidates_per_image": DEFAULTS["dedup"]["candidates_per_image"],
     "text_min_jaccard": 0.7,
     "normalize_text": True,
     "text_scope": "image",
@@ -29,8 +40,23 @@ H_D = ~H_A & (2**64 - 1)  # 64 bits from a
 H_F = 0xF0F0F0F0F0F0F0F0
 
 
+IMAGE_PARAMS = image_params(PARAMS)
+
+
 def hx(v: int) -> str:
     return f"{v:016x}"
+
+
+def thumb(seed: int) -> bytes:
+    """The thumbnail of a random blocky picture: the same seed, the same picture."""
+    cells = np.random.default_rng(seed).integers(0, 256, (12, 12), dtype=np.uint8)
+    return grey_thumbnail(Image.fromarray(cells).resize((240, 240), Image.Resampling.NEAREST))
+
+
+def clusters(images: pl.DataFrame, max_d: int = MAX_D, semantic: float | None = None):
+    return image_clusters(
+        images, **{**IMAGE_PARAMS, "phash_max_distance": max_d, "semantic_min_cosine": semantic}
+    )
 
 
 def images_frame() -> pl.DataFrame:
@@ -43,6 +69,8 @@ def images_frame() -> pl.DataFrame:
             #                          ^ b has a's exact pixels
             "phash": [hx(H_D), hx(H_F), hx(H_E), hx(H_A), hx(H_C), hx(H_F)],
             #                  ^ b's pHash is far from a's: only the pixels match it to a
+            "thumb": [thumb(1), thumb(0), thumb(0), thumb(0), thumb(0), thumb(0)],
+            #           ^ d is another picture; the rest are copies of one
             "width": [100] * 6,
             "height": [80] * 6,
             "blur_variance": [50.0] * 6,
@@ -91,7 +119,7 @@ def dedup(
 
 
 def test_image_clusters_exact_phash_and_transitive() -> None:
-    got = image_clusters(images_frame(), MAX_D, None)
+    got = clusters(images_frame())
     rows = {r["image_id"]: (r["image_cluster"], r["dup_method"]) for r in got.iter_rows(named=True)}
     assert got["image_id"].to_list() == sorted(rows)  # sorted by id
     assert rows == {
@@ -111,13 +139,17 @@ def test_image_clusters_distance_threshold() -> None:
             "image_id": ["x", "y"],
             "pixel_sha256": ["p1", "p2"],
             "phash": [hx(H_A), hx(H_A ^ 0xFF)],  # exactly 8 bits apart
+            "thumb": [thumb(0), thumb(0)],
             "width": [10, 10],
             "height": [10, 10],
             "blur_variance": [1.0, 1.0],
         }
     )
-    assert image_clusters(images, 8, None)["image_cluster"].to_list() == ["x", "x"]
-    assert image_clusters(images, 7, None)["image_cluster"].to_list() == ["x", "y"]
+    assert clusters(images, 8)["image_cluster"].to_list() == ["x", "x"]
+    assert clusters(images, 7)["image_cluster"].to_list() == ["x", "y"]
+    # a pHash pair whose thumbnails do not match stays apart, however close the hashes
+    other = images.with_columns(thumb=pl.Series([thumb(0), thumb(5)]))
+    assert clusters(other, 8)["image_cluster"].to_list() == ["x", "y"]
 
 
 def test_dedup_drops_image_and_text_duplicates() -> None:
@@ -299,11 +331,11 @@ def test_image_keeper_is_the_largest_then_sharpest_image() -> None:
         width=pl.when(pl.col("image_id") == "img_c").then(400).otherwise(pl.col("width")),
         blur_variance=pl.when(pl.col("image_id") == "img_e").then(99.0).otherwise(50.0),
     )
-    got = dict(image_clusters(images, MAX_D, None).select("image_id", "image_cluster").rows())
+    got = dict(clusters(images).select("image_id", "image_cluster").rows())
     assert {got[i] for i in ("img_a", "img_b", "img_c", "img_e", "img_f")} == {"img_c"}
     # equal sizes: the sharpest wins over the lowest id
     images = images.with_columns(width=pl.lit(100))
-    got = dict(image_clusters(images, MAX_D, None).select("image_id", "image_cluster").rows())
+    got = dict(clusters(images).select("image_id", "image_cluster").rows())
     assert got["img_a"] == "img_e"
 
 
@@ -324,10 +356,31 @@ def test_semantic_matcher_joins_images_by_embedding() -> None:
         phash=pl.Series([hx(0xFF << (8 * i)) for i in range(6)]),  # 16 bits apart
         semantic_emb=pl.Series(emb),
     )
-    got = image_clusters(images, 0, 0.95)
+    images = images.with_columns(  # b a copy of a, the rest distinct pictures
+        thumb=pl.Series([thumb(i if i != 1 else 3) for i in range(6)])
+    )
+    got = clusters(images, 0, 0.95)
     rows = {r["image_id"]: (r["image_cluster"], r["dup_method"]) for r in got.iter_rows(named=True)}
     assert rows["img_b"] == ("img_a", "image_semantic")
     assert {v for k, v in rows.items() if k not in ("img_a", "img_b")} == {
         (k, "none") for k in ("img_c", "img_d", "img_e", "img_f")
     }
-    assert image_clusters(images, 0, None)["dup_method"].to_list() == ["none"] * 6
+    assert clusters(images, 0)["dup_method"].to_list() == ["none"] * 6
+
+
+def test_a_weak_link_does_not_chain_two_clusters_whose_members_differ() -> None:
+    # {0, 1} are copies of one picture, {2, 3} of another; a link 1-2 that passed on its own
+    # would chain them, but their first members (0 and 2) do not match
+    thumbs = as_array([thumb(0), thumb(0), thumb(7), thumb(7)])
+    links = pl.DataFrame(
+        {"a": [0, 2, 1], "b": [1, 3, 2], "rank": [1, 1, 2], "score": [0.99, 0.99, 0.75]}
+    )
+    verifier = Verifier(thumbs, None, MIN_SCORE, None, 0.0)
+    labels = guarded_components(4, links, verifier)
+    assert labels[0] == labels[1] and labels[2] == labels[3] and labels[0] != labels[2]
+    # a single image is not a cluster to protect: its link joins it
+    single = guarded_components(3, links.head(1).vstack(links.tail(1)), verifier)
+    assert single[0] == single[1] == single[2]
+    # an exact-pixel link (rank 0) is not second-guessed
+    exact = links.with_columns(rank=pl.Series([1, 1, 0]))
+    assert len(set(guarded_components(4, exact, verifier))) == 1

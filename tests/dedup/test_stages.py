@@ -46,7 +46,7 @@ def test_dedup_then_quality_on_planted_duplicates(workspace: Path) -> None:
     assert set(dedup["dropped_by_method"]) == {
         "image_exact",
         "image_phash",
-        "image_semantic",
+        "image_layout",
         "text_exact",
         "text_minhash",
     }

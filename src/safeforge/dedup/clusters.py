@@ -33,9 +33,16 @@ def keepers(
     prefer: Sequence[pl.Expr] = (),
 ) -> pl.Series:
     """Per row of `table` (pairs index its rows), the id of its cluster's keeper."""
+    return labelled_keepers(table, id_column, components(table.height, pairs), prefer)
+
+
+def labelled_keepers(
+    table: pl.DataFrame, id_column: str, labels: np.ndarray, prefer: Sequence[pl.Expr] = ()
+) -> pl.Series:
+    """Per row of `table`, the id of the keeper of its cluster (rows with one label)."""
     labelled = table.select(
         pl.col(id_column), *(p.alias(f"_prefer{k}") for k, p in enumerate(prefer))
-    ).with_columns(_cluster=pl.Series(components(table.height, pairs)))
+    ).with_columns(_cluster=pl.Series(labels))
     ranks = [f"_prefer{k}" for k in range(len(prefer))]
     best = (
         labelled.sort(

@@ -15,6 +15,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
 from typing import Any
 
@@ -23,7 +24,7 @@ import polars as pl
 
 from safeforge.dedup import minhash
 from safeforge.dedup.clusters import components
-from safeforge.dedup.images import image_clusters
+from safeforge.dedup.images import image_clusters, image_params
 from safeforge.embeddings.minhash import normalize
 
 SCOPES = ("image", "dataset")
@@ -92,9 +93,13 @@ def dedup(
         .select(pl.all() if semantic else pl.exclude("semantic_emb"))
         .collect()
     )
-    clusters_of = image_clusters(used, params["phash_max_distance"], params["semantic_min_cosine"])
+    # the image files, for the keypoint check of unsure pairs (records name their image's path)
+    paths = table.group_by("image_id").agg(path=pl.col("image_path").first())
+    used = used.join(paths, on="image_id", how="left")
+    # keypoint checks in a process per core: how fast, never what
+    clusters_of = image_clusters(used, **image_params(params), workers=os.cpu_count() or 1)
     del used  # the embeddings are the largest thing dedup reads
-    table = table.join(clusters_of, on="image_id", how="left")
+    table = table.join(clusters_of.drop("dup_score"), on="image_id", how="left")
     dropped.append(
         table.filter(pl.col("image_cluster") != pl.col("image_id")).with_columns(
             reason=pl.format("duplicate_of:{}", "image_cluster"), method=pl.col("dup_method")

@@ -49,15 +49,31 @@ def normalise(
     return out
 
 
-def _block_pairs(x: np.ndarray, rows: np.ndarray, min_cosine: float) -> np.ndarray:
-    """Pairs within `rows`, a strip of the upper triangle at a time (a skewed block stays bounded)."""
+def _block_pairs(
+    x: np.ndarray, rows: np.ndarray, min_cosine: float, top_k: int | None = None
+) -> np.ndarray:
+    """Pairs within `rows`, a strip of rows at a time (a skewed block stays bounded). With
+    `top_k`, each row keeps only its `top_k` most similar partners in the block: a family of
+    look-alikes then yields n * top_k pairs, not n^2 / 2."""
     found = []
     m = len(rows)
     step = max(1, PRODUCT_CELLS // max(m, 1))
     for start in range(0, m, step):
-        sims = x[rows[start : start + step]] @ x[rows[start:]].T
-        a, b = np.nonzero(np.triu(sims >= min_cosine, k=1))
-        found.append(np.stack([rows[start + a], rows[start + b]], axis=1))
+        if top_k is None:
+            sims = x[rows[start : start + step]] @ x[rows[start:]].T
+            a, b = np.nonzero(np.triu(sims >= min_cosine, k=1))
+            found.append(np.stack([rows[start + a], rows[start + b]], axis=1))
+            continue
+        sims = x[rows[start : start + step]] @ x[rows].T
+        strip = np.arange(len(sims))
+        sims[strip, start + strip] = -np.inf  # not its own partner
+        k = min(top_k, m - 1)
+        if k < 1:
+            continue
+        best = np.argpartition(-sims, k - 1, axis=1)[:, :k]
+        keep = np.take_along_axis(sims, best, axis=1) >= min_cosine
+        a = np.repeat(strip, k).reshape(-1, k)[keep]
+        found.append(np.stack([rows[start + a], rows[best[keep]]], axis=1))
     return np.sort(np.concatenate(found), axis=1) if found else np.zeros((0, 2), np.int64)
 
 
@@ -83,13 +99,15 @@ def near_pairs(
     probes: int = 2,
     iterations: int = 10,
     seed: int = SEED,
+    top_k: int | None = None,
 ) -> np.ndarray:
-    """Index pairs (i < j), sorted and unique, with cosine >= min_cosine; `x` unit rows."""
+    """Index pairs (i < j), sorted and unique, with cosine >= min_cosine; `x` unit rows. With
+    `top_k`, only pairs among a row's `top_k` most similar in a block it was searched in."""
     n = len(x)
     if n < 2:
         return np.zeros((0, 2), dtype=np.int64)
     if n <= 2 * block_size:  # small: exact, in row blocks
-        found = [_block_pairs(x, np.arange(n), min_cosine)]
+        found = [_block_pairs(x, np.arange(n), min_cosine, top_k)]
     else:
         centroids = _kmeans(x, n // block_size, iterations, seed)
         member_of = np.empty((n, probes), dtype=np.int64)
@@ -100,7 +118,7 @@ def near_pairs(
         order = np.argsort(flat, kind="stable")
         bounds = np.searchsorted(flat[order], np.arange(len(centroids) + 1))
         found = [
-            _block_pairs(x, np.sort(order[lo:hi] // probes), min_cosine)
+            _block_pairs(x, np.sort(order[lo:hi] // probes), min_cosine, top_k)
             for lo, hi in itertools.pairwise(bounds)
             if hi - lo > 1
         ]
