@@ -147,6 +147,7 @@ def imagededup_clusters(folder: Path, names: list[str], workers: int) -> tuple[l
     hasher = import_imagededup_phash()(verbose=False)
     start = time.perf_counter()
     encodings = hasher.encode_images(image_dir=str(folder), num_enc_workers=workers)
+    print(f"  (imagededup encode_images: {time.perf_counter() - start:.1f}s)", flush=True)
     dups = hasher.find_duplicates(
         encoding_map=encodings,
         max_distance_threshold=BASELINE_DISTANCE,
@@ -155,7 +156,8 @@ def imagededup_clusters(folder: Path, names: list[str], workers: int) -> tuple[l
     took = time.perf_counter() - start
     index = {name: i for i, name in enumerate(names)}
     pairs = [(index[a], index[b]) for a, bs in dups.items() for b in bs if index[a] < index[b]]
-    return [clusters(names, pairs)[x] for x in names], took
+    cluster_of = clusters(names, pairs)
+    return [cluster_of[x] for x in names], took
 
 
 def quality(name: str, corpus: pl.DataFrame, folder: Path) -> dict[str, dict]:
@@ -210,17 +212,18 @@ def speed(folder: Path, n: int) -> dict[str, float]:
     start = time.perf_counter()
     ours = dedup_folder(folder, CONF["dedup"], workers=2, max_pixels=CONF["ingest"]["max_pixels"])
     t_ours = time.perf_counter() - start
+    dups = sum(len(c.members) for c in ours.clusters)
+    print(f"end to end on {n} images, 2 workers each (x: imagededup's time / ours)", flush=True)
+    print(
+        f"  ours, safeforge dedup images (verification included)  {t_ours:8.1f}s"
+        f"  {n / t_ours:7.1f} images/s  ({len(ours.clusters)} clusters, {dups} duplicates)",
+        flush=True,
+    )
     names = sorted(p.name for p in folder.iterdir() if p.is_file())
     _, t_base = imagededup_clusters(folder, names, workers=2)
-    print(f"end to end on {n} images, 2 workers each (x: imagededup's time / ours)")
     print(
-        f"  ours, safeforge dedup images (verification included)  {t_ours:8.1f}s  {n / t_ours:7.1f} images/s  x{t_base / t_ours:.2f}"
-    )
-    print(
-        f"  imagededup PHash encode_images + find_duplicates      {t_base:8.1f}s  {n / t_base:7.1f} images/s"
-    )
-    print(
-        f"  ours found {len(ours.clusters)} clusters, {sum(len(c.members) for c in ours.clusters)} duplicates"
+        f"  imagededup PHash encode_images + find_duplicates      {t_base:8.1f}s"
+        f"  {n / t_base:7.1f} images/s  x{t_base / t_ours:.2f}"
     )
     return {"ours_s": t_ours, "imagededup_s": t_base, "speedup": t_base / t_ours}
 
