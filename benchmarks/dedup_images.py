@@ -25,7 +25,6 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import polars as pl
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -34,11 +33,8 @@ from real_photo_corpus import build_real_corpus
 
 from safeforge.config import compose
 from safeforge.dedup.clusters import clusters
-from safeforge.dedup.folder import dedup_folder
+from safeforge.dedup.folder import dedup_folder, features_row
 from safeforge.dedup.images import image_clusters, image_params
-from safeforge.embeddings.images import image_file_features
-from safeforge.images.ingest import pixel_sha256
-from safeforge.images.load import load_rgb
 
 CONF = compose()
 DEFAULTS = image_params(CONF["dedup"])
@@ -126,20 +122,10 @@ def false_merges(corpus: pl.DataFrame, pred: list[str]) -> str:
 
 
 def our_features(paths: list[str]) -> pl.DataFrame:
-    """What embed computes per image, next to what ingest has, and the path (keypoint checks)."""
-    images = [load_rgb(p) for p in paths]
-    ingested = pl.DataFrame(
-        {
-            "image_id": [Path(p).name for p in paths],
-            "path": paths,
-            "pixel_sha256": [pixel_sha256(np.asarray(im)) for im in images],
-            "width": [im.width for im in images],
-            "height": [im.height for im in images],
-        }
-    )
-    return pl.concat(
-        [ingested, pl.DataFrame([image_file_features(p) for p in paths])], how="horizontal"
-    )
+    """What `safeforge dedup images` computes per file (dedup/folder.py): image_id is the name."""
+    limit = CONF["ingest"]["max_pixels"]
+    rows = [features_row(Path(p).parent, Path(p).name, limit) for p in paths]
+    return pl.DataFrame(rows).rename({"path": "image_id", "file": "path"})
 
 
 def imagededup_clusters(folder: Path, names: list[str], workers: int) -> tuple[list[str], float]:

@@ -29,7 +29,7 @@ from tqdm import tqdm
 from safeforge.dedup.images import IMAGE_PARAMS, image_clusters, image_params
 from safeforge.dedup.perceptual import hamming
 from safeforge.embeddings.images import image_file_features
-from safeforge.images.ingest import Rejected, SourceImage, _decode, _read, list_source, pixel_sha256
+from safeforge.images.ingest import Rejected, SourceImage, list_source, pixel_sha256, read_image
 from safeforge.images.load import load_rgb
 from safeforge.perception.nsfw import NsfwModel
 
@@ -104,12 +104,12 @@ def check_overrides(overrides: Sequence[str]) -> None:
             raise KeyError(f"--set: unknown key {key!r}; valid keys: {valid}")
 
 
-def read_image(folder: Path, rel: str, max_pixels: int) -> dict:
+def features_row(folder: Path, rel: str, max_pixels: int) -> dict:
     """An image's features (path, pixel_sha256, width, height, embed's features), or the reason
     it cannot be read (path, reason, detail)."""
     src = SourceImage(folder / rel, "", folder.resolve())
     try:
-        _, rgb = _decode(src.path, _read(src), max_pixels)
+        _, _, rgb = read_image(src, max_pixels)
         try:
             features = image_file_features(str(src.path))
         except Exception as err:  # it decoded above: whatever fails now is this file's, not ours
@@ -127,8 +127,8 @@ def read_image(folder: Path, rel: str, max_pixels: int) -> dict:
 
 
 def read_all(folder: Path, rels: list[str], workers: int, max_pixels: int) -> Iterator[dict]:
-    """read_image for each path, in order, in `workers` processes, with a progress bar."""
-    read = functools.partial(read_image, folder, max_pixels=max_pixels)
+    """features_row for each path, in order, in `workers` processes, with a progress bar."""
+    read = functools.partial(features_row, folder, max_pixels=max_pixels)
     workers = min(workers, len(rels))
     with tqdm(total=len(rels), desc="image features", unit="image", file=sys.stderr) as bar:
         if workers <= 1:
@@ -139,7 +139,7 @@ def read_all(folder: Path, rels: list[str], workers: int, max_pixels: int) -> It
             return
         chunk = max(1, min(16, len(rels) // (workers * 4)))
         # fork where there is one: a spawned worker imports the whole `safeforge` command again
-        # (3 s, more than the features of hundreds of images); workers only run read_image,
+        # (3 s, more than the features of hundreds of images); workers only run features_row,
         # which never calls into polars or any other library holding threads of its own
         methods = multiprocessing.get_all_start_methods()
         context = multiprocessing.get_context("fork" if "fork" in methods else None)

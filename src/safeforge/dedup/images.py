@@ -112,7 +112,6 @@ class Verifier:
         self.thumbs, self.paths = thumbs, paths
         self.min_score, self.unsure_below = min_match_score, keypoints_below_score
         self.min_share, self.workers = min_inlier_share, workers
-        self.keypoint_checks = 0
         self._keypoints: dict[int, keypoints.Keypoints] = {}
 
     def __call__(self, pairs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -121,7 +120,6 @@ class Verifier:
         matched = score >= self.min_score
         if self.unsure_below is not None:
             unsure = np.flatnonzero(matched & (score < self.unsure_below))
-            self.keypoint_checks += len(unsure)
             shares = keypoints.pair_shares(pairs[unsure], self.paths, self._keypoints, self.workers)
             # too few keypoints to judge (a near-blank image): unsure stays unmatched
             matched[unsure] = [s is not None and s >= self.min_share for s in shares]

@@ -16,7 +16,7 @@ import polars as pl
 from PIL import Image
 
 from safeforge.cache import RowCache, cache_key
-from safeforge.images.load import load_grey
+from safeforge.images.load import grey_of
 from safeforge.images.phash import HASH_SIDE, phash
 from safeforge.images.thumb import grey_thumbnail
 
@@ -52,8 +52,8 @@ def image_file_features(path: str) -> dict:
     """phash, thumb, min_side, aspect_ratio, blur_variance and pixel_std of the file at `path`."""
     with Image.open(path) as img:
         width, height = img.size  # min side and aspect ratio do not change under EXIF rotation
-    # sharpness at a common scale: a large photo's pixel-level Laplacian is small even when sharp
-    grey_img = load_grey(path, STATS_SIDE)
+        # sharpness at a common scale: a large photo's pixel-level Laplacian is small when sharp
+        grey_img = grey_of(img, STATS_SIDE)
     grey = np.asarray(grey_img, dtype=np.float32)
     return {
         "phash": phash(grey_img),

@@ -164,11 +164,8 @@ def ingest_file(
     src: SourceImage, out_dir: Path, source: str, max_pixels: int, min_side: int
 ) -> IngestedImage:
     """Verify and normalise one file; raises Rejected with a reason when it cannot be used."""
-    data = _read(src)
-    if not data:
-        raise Rejected("empty_file", str(src.path))
+    data, fmt, rgb = read_image(src, max_pixels)
     image_id = hashlib.sha256(data).hexdigest()
-    fmt, rgb = _decode(src.path, data, max_pixels)
     if min(rgb.size) < min_side:
         raise Rejected("too_small", f"{src.path}: {rgb.size[0]}x{rgb.size[1]} < {min_side}px")
     pixels = np.asarray(rgb)
@@ -187,6 +184,17 @@ def ingest_file(
         pixel_sha256=pixel_sha256(pixels),
         caption=src.caption,
     )
+
+
+def read_image(src: SourceImage, max_pixels: int) -> tuple[bytes, str, Image.Image]:
+    """(bytes, format, upright RGB image) of one file, with every check ingest makes before it
+    keeps a file: a link out of the source folder, not a file, empty, not an image, corrupt, a
+    decompression bomb each raise Rejected with that reason."""
+    data = _read(src)
+    if not data:
+        raise Rejected("empty_file", str(src.path))
+    fmt, rgb = _decode(src.path, data, max_pixels)
+    return data, fmt, rgb
 
 
 def pixel_sha256(pixels: np.ndarray) -> str:

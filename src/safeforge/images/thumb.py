@@ -18,8 +18,4 @@ def grey_thumbnail(image: Image.Image) -> bytes:
 def as_array(thumbs: list[bytes]) -> np.ndarray:
     """(n, THUMB_SIDE, THUMB_SIDE) uint8 from grey_thumbnail's bytes."""
     flat = np.frombuffer(b"".join(thumbs), dtype=np.uint8)
-    return (
-        flat.reshape(len(thumbs), THUMB_SIDE, THUMB_SIDE)
-        if thumbs
-        else flat.reshape(0, THUMB_SIDE, THUMB_SIDE)
-    )
+    return flat.reshape(-1, THUMB_SIDE, THUMB_SIDE)  # (0, 64, 64) for no thumbnails
