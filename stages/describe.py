@@ -13,10 +13,9 @@ import logging
 from pathlib import Path
 
 from safeforge.cache import RowCache
-from safeforge.chain.chat import Prompts, open_chat
 from safeforge.config import stage_params
 from safeforge.metrics import StageAccounting
-from safeforge.perception.describe import describe
+from safeforge.perception.describe import describe, describer_chat
 from safeforge.perception.nsfw import NsfwModel
 from safeforge.perception.ocr import OcrReader
 from safeforge.stage import read_table, run, write_table
@@ -28,20 +27,12 @@ log = logging.getLogger("stages.describe")
 
 def main() -> None:
     p = stage_params(PARAMS)
-    params, vlm = p["describe"], p["describe"]["vlm"]
+    params = p["describe"]
     acct = StageAccounting("describe")
     images = read_table("data/ingest/images.parquet")
     acct.rows_in = images.height
     cache = RowCache("perception")
-    chat = None
-    if vlm["backend"] is not None:
-        if not vlm.get("model") or not vlm.get("images"):
-            raise ValueError(
-                "describe.vlm needs a model that takes images (model set, images: true)"
-            )
-        templates = {"describe": p["prompts.describe"], "retry": p["prompts.retry"]}
-        prompts = Prompts("describe", p["prompts.system"], templates)
-        chat = open_chat(vlm, prompts, cache, params["batch_size"])
+    chat = describer_chat(p, cache)
     reader = OcrReader(min_confidence=params["ocr_min_confidence"])
     descriptions = describe(images, reader, NsfwModel(), cache, params["batch_size"], chat)
     acct.rows_out = descriptions.height

@@ -2,7 +2,10 @@
 on a benchmark, side by side.
 
 `own_test` is the dataset's own test split (subset = query_type: unsafe / benign / contrast);
-any other name is read natively from benchmarks.<name>.root (src/safeforge/benchmarks/).
+any other name is read natively from benchmarks.<name>.root (src/safeforge/benchmarks/). A
+benchmark whose root is unset is skipped: empty outputs and a metrics file saying why, so
+score.benchmarks can list every benchmark and each machine scores the ones it has (roots in a
+git-ignored conf/local/, README "Benchmarks on your machine").
 The benchmark folder itself is not a DVC dependency: published data does not change; after
 editing one, rerun with `dvc repro -f -s score@<name>`.
 
@@ -19,45 +22,36 @@ Outputs: data/score/<benchmark>/ (predictions.parquet, predictions.<judge>.parqu
 Params:  score, describe, taxonomy, zero_shot, benchmarks.${item}
 """
 
+import logging
 import sys
 from pathlib import Path
 
 import polars as pl
 
 from safeforge.benchmarks.base import (
-    REFUSED_SCHEMA,
-    BenchmarkError,
-    BenchmarkTable,
     load_benchmark,
 )
 from safeforge.config import OWN_TEST, stage_params
 from safeforge.metrics import StageAccounting
-from safeforge.scoring.benchmark import judges_to_score, score_benchmark
+from safeforge.scoring.benchmark import judges_to_score, own_split_table, score_benchmark
 from safeforge.scoring.evaluate import write_plots
 from safeforge.stage import read_table, run, write_table
 
+log = logging.getLogger("stages.score")
 PARAMS = ("score", "describe", "taxonomy", "zero_shot", "benchmarks.${item}")
 
 
-def own_test_items(split: str, version: str | None = None) -> BenchmarkTable:
-    """The split's records with the features embed made for them, their image and query: the
-    inputs of every kind of judge."""
-    dataset = read_table("data/split/dataset.parquet").filter(pl.col("split") == split)
-    features = read_table("data/embed/features.parquet").drop("image_id")
-    items = dataset.join(features, on="record_id", how="inner").select(
-        pl.col("record_id").alias("item_id"),
-        "image_path",
-        pl.col("query").alias("text"),
-        "label",
-        pl.col("query_type").alias("subset"),
-        "category",
-        "query_emb",
-        "description_emb",
-        "image_emb",
+def skip(name: str, acct: StageAccounting, out: Path) -> None:
+    """Outputs for a benchmark this machine does not have: empty plots, a metrics file that
+    says why (the report lists it as not scored), no predictions."""
+    reason = f"benchmarks.{name}.root is not set"
+    log.warning("score/%s: skipped, %s (set it in conf/local/, see the README)", name, reason)
+    empty = pl.DataFrame(
+        schema={"label": pl.String, "p_unsafe": pl.Float64, "pred_label": pl.String}
     )
-    return BenchmarkTable(
-        OWN_TEST, Path("data/split"), items, pl.DataFrame(schema=REFUSED_SCHEMA), version=version
-    )
+    write_plots(empty, Path("plots/score") / name)
+    acct.extra.update(benchmark=name, skipped=reason)
+    acct.finish(f"metrics/score/{name}.json", dropped_path=out / "refused.parquet")
 
 
 def main() -> None:
@@ -66,21 +60,25 @@ def main() -> None:
     params, spec = p["score"], p[f"benchmarks.{name}"]
     if name not in params["benchmarks"]:
         raise KeyError(f"score: {name!r} is not in score.benchmarks {params['benchmarks']}")
-    if spec["adapter"] == OWN_TEST:
-        table = own_test_items(spec["split"], spec.get("version"))
-    else:
-        if not spec["root"]:
-            raise BenchmarkError(
-                f"score.benchmarks lists {name!r} but benchmarks.{name}.root is not set: "
-                f"`dvc exp run -S benchmarks.{name}.root=/path/to/{name}`, or drop it from the list"
-            )
-        table = load_benchmark(name, spec, taxonomy=p["taxonomy"]["categories"])
     acct = StageAccounting(f"score/{name}")
+    out = Path("data/score") / name
+    if spec["adapter"] != OWN_TEST and not spec["root"]:
+        skip(name, acct, out)
+        return
+    if spec["adapter"] == OWN_TEST:
+        table = own_split_table(
+            read_table("data/split/dataset.parquet"),
+            read_table("data/embed/features.parquet"),
+            spec["split"],
+            spec.get("version"),
+        )
+    else:
+        table = load_benchmark(name, spec, taxonomy=p["taxonomy"]["categories"])
     acct.rows_in = table.items.height + table.refused.height
     acct.drop(table.refused, pl.col("reason"), id_column="item_id")
     ocr = p["describe"]["ocr_min_confidence"] if params["ocr"] else None
     judges = judges_to_score(params["judges"], Path("data/train_judge/judge"), p["zero_shot"])
-    out, others = Path("data/score") / name, {}
+    others = {}
     for i, (judge_name, judge) in enumerate(judges):
         predictions, metrics = score_benchmark(
             judge, table, spec, params["threshold"], params["batch_size"], ocr

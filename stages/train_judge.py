@@ -2,7 +2,11 @@
 save it. A zero-shot judge (clue) fits nothing: its folder holds its config and constitution, so
 every score item loads any judge the same way.
 
-Inputs:  data/split/dataset.parquet, data/embed/features.parquet, data/ingest/images/
+The train rows are the split's train records plus their cross-modal variants (stage augment);
+val holds originals only, so the epoch is chosen on the kind of rows own_test scores.
+
+Inputs:  data/split/dataset.parquet, data/embed/features.parquet, data/ingest/images/,
+         data/augment/variants.parquet, data/augment/images/
 Outputs: data/train_judge/judge/ (safetensors + judge.json), metrics/train_judge.json,
          plots/train_judge/history.csv
 Params:  judge
@@ -27,8 +31,12 @@ def main() -> None:
     table = read_table("data/split/dataset.parquet").join(
         read_table("data/embed/features.parquet").drop("image_id"), on="record_id", how="inner"
     )
+    variants = read_table("data/augment/variants.parquet")
     acct = StageAccounting("train_judge")
-    train, val = table.filter(pl.col("split") == "train"), table.filter(pl.col("split") == "val")
+    originals = table.filter(pl.col("split") == "train")
+    # a variant has the judge's inputs and targets; the quality columns stay null
+    train = pl.concat([originals, variants], how="diagonal_relaxed")
+    val = table.filter(pl.col("split") == "val")
     acct.rows_in = acct.rows_out = train.height + val.height
     judge = build_judge(params, train, val)
     judge.save(OUT)
@@ -39,7 +47,13 @@ def main() -> None:
         history.write_csv(tmp)
     summary = dict(judge.train_summary)
     acct.perf["train_seconds"] = summary.pop("train_seconds", None)
-    acct.extra.update(judge=judge.kind, train_rows=train.height, val_rows=val.height, **summary)
+    acct.extra.update(
+        judge=judge.kind,
+        train_rows=train.height,
+        train_variant_rows=variants.height,
+        val_rows=val.height,
+        **summary,
+    )
     acct.finish("metrics/train_judge.json", dropped_path=None)
 
 

@@ -74,6 +74,7 @@ def test_repro_builds_every_artifact_validated_and_accounted(built_repo):
         ("data/embed/image_features.parquet", "image_features"),
         ("data/dedup/kept.parquet", "kept"),
         ("data/split/dataset.parquet", "splits"),
+        ("data/augment/variants.parquet", "variants"),
         ("data/score/own_test/predictions.parquet", "predictions"),
     ]:
         validate(pl.read_parquet(repo / path), suite, where=path)
@@ -100,6 +101,16 @@ def test_repro_builds_every_artifact_validated_and_accounted(built_repo):
     report = (repo / "reports/report.md").read_text()
     assert "## Scoreboard" in report and "own_test" in report
     assert (repo / "data/train_judge/judge/model.safetensors").exists()
+    # the train split's unsafe and benign records, typeset and captioned, read back by OCR and
+    # learnt by the probe's reader head; val and test are never augmented
+    variants = pl.read_parquet(repo / "data/augment/variants.parquet")
+    train = dataset.filter(pl.col("split") == "train")
+    assert set(variants["source_record_id"]) == set(
+        train.filter(pl.col("query_type") != "contrast")["record_id"]
+    )
+    assert metrics(repo, "augment")["mean_read_back"] > 0.9
+    assert metrics(repo, "train_judge")["train_variant_rows"] == variants.height
+    assert (repo / "data/train_judge/judge/reader/model.safetensors").exists()
     assert not list((repo / "data").rglob("*.pkl"))
 
 
@@ -178,9 +189,11 @@ def test_forced_rerun_of_model_stages_computes_nothing(built_repo):
     run_cmd(["dvc", "repro", "--force", "--single-item", "describe"], repo)
     run_cmd(["dvc", "repro", "--force", "--single-item", "generate"], repo)
     run_cmd(["dvc", "repro", "--force", "--single-item", "embed"], repo)
-    for stage in ("describe", "generate", "embed"):
+    run_cmd(["dvc", "repro", "--force", "--single-item", "augment"], repo)
+    for stage in ("describe", "generate", "embed", "augment"):
         m = perf(repo, stage)
         assert m["cache_misses"] == 0 and m["cache_hits"] > 0, (stage, m)
+    assert perf(repo, "augment")["perception_cache_misses"] == 0
 
 
 def test_a_queued_sweep_runs_in_parallel_reruns_from_generate_and_shares_the_row_cache(

@@ -49,6 +49,22 @@ def test_a_dedup_threshold_reruns_dedup_and_after_only(built_repo):
     assert phash_drops[1] > phash_drops[0]
 
 
+def test_augment_off_is_one_param_and_trains_the_judge_without_a_reader(built_repo):
+    """The A/B of the README: `-S augment.enabled=false` reruns augment and what it feeds,
+    nothing upstream; no variants, no reader head, and own_test scored by the typed head."""
+    repo, _ = built_repo
+    out = run_cmd(["dvc", "exp", "run", "-S", "augment.enabled=false"], repo)
+    text = out.stdout + out.stderr
+    for upstream in ("describe", "generate", "embed", "dedup", "split"):
+        assert f"Running stage '{upstream}'" not in text
+    assert "Running stage 'augment'" in text and "Running stage 'train_judge'" in text
+    assert metrics(repo, "augment")["variants"] == 0
+    assert metrics(repo, "train_judge")["train_variant_rows"] == 0
+    assert not (repo / "data/train_judge/judge/reader").exists()
+    predictions = pl.read_parquet(repo / "data/score/own_test/predictions.parquet")
+    assert not predictions["rationale"].str.contains("text in image").any()
+
+
 def test_external_benchmarks_are_scored_side_by_side(built_repo, tmp_path):
     repo, _ = built_repo
     siuo, vlguard = siuo_folder(tmp_path / "siuo"), vlguard_folder(tmp_path / "vlguard")
@@ -123,17 +139,17 @@ def test_judges_are_selectable_and_scored_side_by_side(built_repo, tiny_vlm_fold
     assert set(metrics(repo, "report")["transfer_by_judge"]) == {"vlm", "clue"}
 
 
-def test_a_listed_benchmark_without_a_root_fails_clearly(built_repo):
+def test_a_listed_benchmark_without_a_root_is_skipped_and_the_report_says_so(built_repo):
+    """score.benchmarks lists every benchmark by default; this machine has none of their files,
+    so each is skipped (not an error) and the report names them."""
     repo, _ = built_repo
-    before = (repo / "params.yaml").read_text()
-    try:
-        out = run_cmd(
-            ["dvc", "exp", "run", "-S", "score.benchmarks=[own_test,salad]"], repo, check=False
-        )
-        assert out.returncode != 0
-        assert "benchmarks.salad.root is not set" in out.stdout + out.stderr
-    finally:
-        (repo / "params.yaml").write_text(before)
+    skipped = metrics(repo, "score/salad")
+    assert skipped["skipped"] == "benchmarks.salad.root is not set"
+    assert skipped["rows_in"] == skipped["rows_out"] == 0
+    assert "balanced_accuracy" not in skipped
+    report = (repo / "reports/report.md").read_text()
+    assert "Not scored on this machine: figstep, mmsafeaware" in report
+    assert metrics(repo, "report")["transfer_score"] is None
 
 
 def test_a_model_backend_over_http_writes_the_dataset_and_prompt_edits_rerun_little(

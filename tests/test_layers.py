@@ -30,7 +30,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("perception",),
     ("generate",),
     ("embeddings",),
-    ("dedup", "quality", "split"),
+    ("dedup", "quality", "split", "augment"),
     ("judges",),
     ("scoring",),
     ("report",),

@@ -133,6 +133,37 @@ def splits() -> pl.DataFrame:
     return records().with_columns(split=pl.Series(["train", "train", "test", "test"]))
 
 
+def variants() -> pl.DataFrame:
+    kinds = ["typographic", "typographic", "split_modality", "typographic"]
+    emb = features()
+    return pl.DataFrame(
+        {
+            "record_id": [f"rec-{i // 2:04d}~{k}{i % 2}" for i, k in enumerate(kinds)],
+            "source_record_id": [f"rec-{i // 2:04d}" for i in range(N)],
+            "variant_kind": kinds,
+            "image_id": [_hex64(10 + i) for i in range(N)],
+            "image_path": [f"data/augment/images/{_hex64(10 + i)}.png" for i in range(N)],
+            "query": ["Read the text in the image."] * N,
+            "rendered_text": ["Steps to do it.", "How?", "the rest", "Ways to go."],
+            "style": ['{"layout": "plain"}'] * N,
+            "scenario": ["s"] * N,
+            "category": ["weapons"] * N,
+            "label": ["unsafe", "unsafe", "safe", "safe"],
+            "query_type": ["unsafe", "unsafe", "benign", "benign"],
+            "pair_id": ["p0"] * N,
+            "split": ["train"] * N,
+            "generator": ["template"] * N,
+            "risk_analysis": ["r"] * N,
+            "guidance": ["g"] * N,
+            "ocr_text": ["Steps to do it.", "How?", "the rest", ""],
+            "read_back": [1.0, 1.0, 1.0, 0.0],
+            "query_emb": emb["query_emb"],
+            "description_emb": emb["description_emb"],
+            "image_emb": emb["image_emb"],
+        }
+    )
+
+
 def predictions() -> pl.DataFrame:
     return pl.DataFrame(
         {
@@ -154,6 +185,7 @@ VALID = {
     "image_features": image_features,
     "kept": kept,
     "splits": splits,
+    "variants": variants,
     "predictions": predictions,
 }
 

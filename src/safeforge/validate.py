@@ -38,6 +38,7 @@ SUITES: tuple[str, ...] = (
     "image_features",
     "kept",
     "splits",
+    "variants",
     "predictions",
 )
 

@@ -169,3 +169,66 @@ def test_weights_do_not_depend_on_the_thread_count(data: dict[str, pl.DataFrame]
         torch.set_num_threads(before)
     for key, value in states[0].items():
         assert torch.equal(value, states[1][key]), key
+
+
+# ---- the reader head: trained when the rows include augment variants -------------------------
+def make_variants(n: int, seed: int, instructions: np.ndarray) -> pl.DataFrame:
+    """Typeset-card rows: a neutral instruction as the query, the request in the description
+    (the harm direction for unsafe ones), card-like image features. Labels follow the text in
+    the image, never the query."""
+    harm = _unit(np.random.default_rng(7).normal(size=(1, 384)))[0]
+    rng = np.random.default_rng(seed)
+    unsafe = rng.random(n) < 0.5
+    desc = _unit(
+        np.where(unsafe[:, None], 1.0, -1.0) * harm + 0.8 * _unit(rng.normal(size=(n, 384)))
+    )
+    image = (rng.random((n, 1024)) * 0.2 + 5).astype(np.float32)
+    return pl.DataFrame(
+        {
+            "image_emb": pl.Series(list(image)),
+            "description_emb": pl.Series(list(desc)),
+            "query_emb": pl.Series(list(instructions[rng.integers(0, len(instructions), n)])),
+            "label": ["unsafe" if u else "safe" for u in unsafe],
+            "category": [CATEGORIES[i % 3] for i in range(n)],
+            "variant_kind": ["typographic"] * n,
+        }
+    )
+
+
+def test_variant_rows_train_a_reader_that_flags_harmful_image_text_and_keeps_the_originals(
+    data: dict[str, pl.DataFrame], tmp_path: Path
+) -> None:
+    instructions = _unit(np.random.default_rng(11).normal(size=(4, 384)))
+    train = pl.concat([data["train"], make_variants(240, 4, instructions)], how="diagonal_relaxed")
+    plain = ProbeJudge.fit(data["train"], data["val"], FAST)
+    reading = ProbeJudge.fit(train, data["val"], FAST)
+    assert plain.reader is None and reading.reader is not None
+    assert not reading.reader.reads_query and reading.reads_query
+
+    unseen = _unit(np.random.default_rng(12).normal(size=(2, 384)))  # new instructions
+    cards = make_variants(200, 5, unseen).drop("variant_kind")
+    labels = cards["label"].to_list()
+    without = binary_metrics(labels, plain.predict(cards)["p_unsafe"].to_numpy(), 0.5)
+    with_reader = binary_metrics(labels, reading.predict(cards)["p_unsafe"].to_numpy(), 0.5)
+    assert with_reader["balanced_accuracy"] >= 0.9 > without["balanced_accuracy"] + 0.2
+
+    # the originals keep their typed-head scores: the max only adds the reader's evidence
+    test = data["test"]
+    typed = reading._scores(test)[0]
+    both = reading.predict(test)["p_unsafe"].to_numpy()
+    assert np.all(both >= typed - 1e-12)
+    kept = binary_metrics(test["label"].to_list(), both, 0.5)["balanced_accuracy"]
+    before = binary_metrics(
+        test["label"].to_list(), plain.predict(test)["p_unsafe"].to_numpy(), 0.5
+    )
+    assert kept >= before["balanced_accuracy"] - 0.05
+
+    # blind to the typed text: another instruction beside the same card reads the same
+    swapped = cards.with_columns(query_emb=pl.Series(list(np.roll(unseen, 1, axis=0)[[0] * 200])))
+    np.testing.assert_allclose(reading.reader._scores(cards)[0], reading.reader._scores(swapped)[0])
+
+    reading.save(tmp_path / "judge")
+    loaded = load_judge(tmp_path / "judge")
+    assert loaded.reader is not None and not loaded.reader.reads_query
+    assert loaded.predict(cards)["p_unsafe"].equals(reading.predict(cards)["p_unsafe"])
+    assert "text in image" in loaded.predict(cards)["rationale"][0]

@@ -110,6 +110,29 @@ def record_features(
     ), per_image
 
 
+def variant_features(
+    variants: pl.DataFrame,
+    descriptions: pl.DataFrame,
+    encoder: TextEncoder,
+    nsfw: Any,
+    cache: RowCache,
+    batch_size: int,
+) -> pl.DataFrame:
+    """The probe judge's inputs (EMB_COLUMNS) for rows whose images describe() has described
+    (record_id, image_id, image_path, query; descriptions: image_id, description): the
+    augment stage's variants, embedded as `record_features` embeds records."""
+    images = (
+        variants.select("image_id", pl.col("image_path").alias("path"))
+        .unique("image_id", maintain_order=True)
+        .join(descriptions.select("image_id", "description"), on="image_id", how="left")
+    )
+    inputs = _pair_inputs(
+        variants, "query", "image_id", images, images["description"].to_list(),
+        encoder, nsfw, cache, batch_size,
+    )  # fmt: skip
+    return variants.select("record_id").hstack(inputs)
+
+
 def item_features(
     items: pl.DataFrame,
     encoder: TextEncoder,
@@ -134,18 +157,40 @@ def item_features(
         [o["text"] for o in ocr_cached(images, reader, cache)] if reader else [""] * images.height
     )
     descriptions = [compose_description("", t) for t in ocr_text]
+    inputs = _pair_inputs(
+        items, "text", "image_path", images.with_columns(image_path=pl.col("path")),
+        descriptions, encoder, nsfw, cache, batch_size,
+    )  # fmt: skip
+    return items.select("item_id").hstack(
+        inputs.select("query_emb", "description_emb", "image_emb")
+    )
+
+
+def _pair_inputs(
+    rows: pl.DataFrame,
+    text: str,
+    key: str,
+    images: pl.DataFrame,
+    descriptions: list[str],
+    encoder: TextEncoder,
+    nsfw: Any,
+    cache: RowCache,
+    batch_size: int,
+) -> pl.DataFrame:
+    """EMB_COLUMNS, a row per row of `rows`: its `text` embedded, and its image's description
+    and pixels. `images` (one per `key`, with `path`) and `descriptions` are aligned."""
     _, image_emb = nsfw_cached(images, nsfw, cache, batch_size)
     per_image = pl.DataFrame(
         {
-            "image_path": images["path"],
+            key: images[key],
             "description_emb": encode_cached(encoder, descriptions, cache, batch_size),
             "image_emb": image_emb.astype(np.float32),
         }
     )
-    query_emb = encode_cached(encoder, items["text"].to_list(), cache, batch_size)
+    query_emb = encode_cached(encoder, rows[text].to_list(), cache, batch_size)
     return (
-        items.select("item_id", "image_path")
+        rows.select(key)
         .with_columns(pl.Series("query_emb", query_emb))
-        .join(per_image, on="image_path", how="left", maintain_order="left")
-        .select("item_id", "query_emb", "description_emb", "image_emb")
+        .join(per_image, on=key, how="left", maintain_order="left")
+        .select(*EMB_COLUMNS)
     )

@@ -1,5 +1,14 @@
 """ProbeJudge: the CPU default judge, a small torch head over frozen embeddings.
 
+Two heads when the training rows include the augment stage's variants (a `variant_kind`
+column): the typed head, trained on the original records, and the reader, trained to say
+whether the text in the image makes the request unsafe (positives: variants whose rendered
+request is unsafe; negatives: safe variants and every original). P(unsafe) is the larger of
+the two. Why not one head on all rows: measured (benchmarks/typographic_transfer.py), one head
+learned that a harmful request lives in the image text, and called the test split's unsafe
+photos safe (own_test unsafe recall 0.93 -> 0.51). Why the max, not a noisy-OR: the reader's
+small doubts about every photo (0.05-0.1) pushed borderline typed scores over the threshold.
+
 Features: image_emb, description_emb, query_emb, description*query and their cosine. The
 product and cosine let the head score the image-query *pair*, which is what decides safety, not
 the query alone. The whole vector is standardised with train mean/std (saved with the weights):
@@ -39,6 +48,8 @@ from safeforge.labels import LABELS
 
 log = logging.getLogger(__name__)
 WEIGHTS_FILE = "model.safetensors"
+READER_DIR = "reader"  # the reader head, saved as a probe judge of its own beside the typed one
+VARIANT_COLUMN = "variant_kind"  # set on the augment stage's rows, null on original records
 _PREDICT_CHUNK = 8192  # rows per forward pass, bounds memory on large frames
 TRAIN_THREADS = 1  # fixed, so the weights do not depend on the machine's core count
 
@@ -120,23 +131,30 @@ class ProbeJudge(Judge):
         self.best_epoch: int | None = None
         self.selected_on = "val_loss"
         self.stats: dict[str, int] = {}
+        self.reader: ProbeJudge | None = None
+        self.reads_query = True
 
     @property
     def train_summary(self) -> dict[str, Any]:
         best = self.history[self.best_epoch - 1] if self.best_epoch else None
-        return {
+        summary = {
             "epochs_run": len(self.history),
             "best_epoch": self.best_epoch,
             "selected_on": self.selected_on,
             "best": best,
         }
+        if self.reader is not None:
+            reader = self.reader.train_summary
+            summary["reader"] = {k: reader[k] for k in ("epochs_run", "best_epoch", "best")}
+        return summary
 
     # ---- features -------------------------------------------------------------------------
     @staticmethod
     def _raw_features(
-        df: pl.DataFrame, dims: dict[str, int] | None
+        df: pl.DataFrame, dims: dict[str, int] | None, reads_query: bool = True
     ) -> tuple[torch.Tensor, dict[str, int]]:
-        """Unstandardised features and the input dims; `dims` None (fit) takes them from `df`."""
+        """Unstandardised features and the input dims; `dims` None (fit) takes them from `df`.
+        `reads_query` False: the query is zeroed (the reader judges the image's text alone)."""
         img, d, q = (
             torch.from_numpy(_matrix(df, c, dims[c] if dims else None)) for c in EMB_COLUMNS
         )
@@ -146,11 +164,13 @@ class ProbeJudge(Judge):
                 f"probe judge: description_emb and query_emb dims differ "
                 f"({d.shape[1]} vs {q.shape[1]})"
             )
+        if not reads_query:
+            q = torch.zeros_like(q)
         cos = nn.functional.cosine_similarity(d, q, dim=1, eps=1e-8).unsqueeze(1)
         return torch.cat([img, d, q, d * q, cos], dim=1), found
 
     def _features(self, df: pl.DataFrame) -> torch.Tensor:
-        return (self._raw_features(df, self.dims)[0] - self.mean) / self.std
+        return (self._raw_features(df, self.dims, self.reads_query)[0] - self.mean) / self.std
 
     def _targets(self, df: pl.DataFrame) -> tuple[torch.Tensor, torch.Tensor]:
         _require_targets(df)
@@ -169,15 +189,36 @@ class ProbeJudge(Judge):
     def fit(
         cls, train: pl.DataFrame, val: pl.DataFrame, params: Mapping[str, Any] | ProbeConfig
     ) -> ProbeJudge:
-        """Train with AdamW on minibatches; keep the epoch with the best val (else train) loss."""
+        """The typed head on the original rows; with variant rows, the reader too (module doc).
+        val holds originals only, so the reader, which has no held-out rows of its kind, is
+        chosen on train loss."""
         config = params if isinstance(params, ProbeConfig) else ProbeConfig.from_params(params)
+        if VARIANT_COLUMN not in train.columns:
+            return cls._fit_head(train, val, config)
+        is_variant = pl.col(VARIANT_COLUMN).is_not_null()
+        originals, variants = train.filter(~is_variant), train.filter(is_variant)
+        judge = cls._fit_head(originals, val, config)
+        if variants.height:
+            negatives = originals.with_columns(label=pl.lit("safe"))
+            reader_rows = pl.concat([variants, negatives], how="diagonal_relaxed")
+            log.info("probe judge: reader head on %d variant rows", variants.height)
+            # blind to the typed text: it judges what the image says, so a new instruction
+            # beside a typeset request (as in FigStep) does not move it
+            judge.reader = cls._fit_head(reader_rows, val.clear(), config, reads_query=False)
+        return judge
+
+    @classmethod
+    def _fit_head(
+        cls, train: pl.DataFrame, val: pl.DataFrame, config: ProbeConfig, reads_query: bool = True
+    ) -> ProbeJudge:
+        """Train with AdamW on minibatches; keep the epoch with the best val (else train) loss."""
         if train.height == 0:
             raise ValueError("probe judge: empty training frame")
         _require_targets(train)
         # one thread: a gradient is a sum over the batch, and torch splits it across its
         # threads, so the saved weights would change with the core count (determinism.py)
         with fixed_threads(TRAIN_THREADS):
-            x, dims = cls._raw_features(train, None)
+            x, dims = cls._raw_features(train, None, reads_query)
             # clamp: a constant feature (e.g. a dead image dim) must not divide by zero
             mean, std = x.mean(0), x.std(0, unbiased=False).clamp_min(1e-6)
             cats = sorted(set(train["category"].fill_null("none").to_list()))
@@ -186,6 +227,7 @@ class ProbeJudge(Judge):
                 torch.manual_seed(config.seed)
                 head = _head(x.shape[1], 1 + len(cats), config)
                 judge = cls(config, cats, dims, mean, std, head)
+                judge.reads_query = reads_query
                 judge._train(train, val)
         return judge
 
@@ -252,6 +294,26 @@ class ProbeJudge(Judge):
 
     # ---- inference and persistence --------------------------------------------------------
     def predict(self, items: pl.DataFrame) -> pl.DataFrame:
+        p, names = self._scores(items)
+        if self.reader is None:
+            why = [
+                f"probe: p_unsafe={v:.2f}, nearest category={n}"
+                for v, n in zip(p, names, strict=True)
+            ]
+        else:
+            read, _ = self.reader._scores(items)
+            typed, p = p, np.maximum(p, read)  # unsafe if either says so
+            why = [
+                f"probe: p_unsafe={v:.2f} (typed request {t:.2f}, text in image {r:.2f}), "
+                f"nearest category={n}"
+                for v, t, r, n in zip(p, typed, read, names, strict=True)
+            ]
+        return pl.DataFrame(
+            {"p_unsafe": p, "pred_category": names, "rationale": why}, schema=PREDICTION_SCHEMA
+        )
+
+    def _scores(self, items: pl.DataFrame) -> tuple[np.ndarray, list[str]]:
+        """This head's P(unsafe) and nearest category per item."""
         ps, cs = [], []
         for start in range(0, max(items.height, 1), _PREDICT_CHUNK):
             chunk = items.slice(start, _PREDICT_CHUNK)  # one pass even when empty: validates
@@ -260,16 +322,12 @@ class ProbeJudge(Judge):
             ps.append(torch.sigmoid(out[:, 0]).double().numpy())
             cs.append(out[:, 1:].argmax(1).numpy())
         p, c = np.concatenate(ps), np.concatenate(cs)
-        names = [self.categories[i] for i in c]
-        why = [
-            f"probe: p_unsafe={v:.2f}, nearest category={n}" for v, n in zip(p, names, strict=True)
-        ]
-        return pl.DataFrame(
-            {"p_unsafe": p, "pred_category": names, "rationale": why}, schema=PREDICTION_SCHEMA
-        )
+        return p, [self.categories[i] for i in c]
 
     def save(self, directory: Path) -> None:
         directory = Path(directory)
+        if self.reader is not None:
+            self.reader.save(directory / READER_DIR)
         tensors = {f"head.{k}": v.contiguous() for k, v in self.model.state_dict().items()}
         tensors |= {"feature_mean": self.mean.contiguous(), "feature_std": self.std.contiguous()}
         with io.atomic_path(directory / WEIGHTS_FILE) as tmp:
@@ -285,6 +343,7 @@ class ProbeJudge(Judge):
                 "input_dims": self.dims,
                 "best_epoch": self.best_epoch,
                 "selected_on": self.selected_on,
+                "reads_query": self.reads_query,
                 "history": self.history,
                 "safeforge_version": safeforge_version(),
             },
@@ -302,4 +361,7 @@ class ProbeJudge(Judge):
         judge = cls(cfg, cats, dims, t["feature_mean"], t["feature_std"], model)
         judge.history, judge.best_epoch = meta.get("history", []), meta.get("best_epoch")
         judge.selected_on = meta.get("selected_on", "val_loss")
+        judge.reads_query = meta.get("reads_query", True)
+        if (Path(directory) / READER_DIR / JUDGE_FILE).is_file():
+            judge.reader = cls.load(Path(directory) / READER_DIR)
         return judge

@@ -7,15 +7,29 @@ The NSFW and OCR calls (nsfw.py, ocr.py) go through the row cache, so `embed` re
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import polars as pl
 
 from safeforge.cache import RowCache
-from safeforge.chain.chat import DESCRIBE_SCHEMA, Ask
+from safeforge.chain.chat import DESCRIBE_SCHEMA, Ask, Chat, Prompts, open_chat
 from safeforge.determinism import stable_scores
 from safeforge.perception.nsfw import nsfw_cached
 from safeforge.perception.ocr import compose_description, ocr_cached
+
+
+def describer_chat(p: Mapping[str, Any], cache: RowCache) -> Chat | None:
+    """The VLM that writes descriptions, or None when `describe.vlm.backend` is unset.
+    `p`: the sections describe, prompts.system, prompts.describe and prompts.retry."""
+    vlm = p["describe"]["vlm"]
+    if vlm["backend"] is None:
+        return None
+    if not vlm.get("model") or not vlm.get("images"):
+        raise ValueError("describe.vlm needs a model that takes images (model set, images: true)")
+    templates = {"describe": p["prompts.describe"], "retry": p["prompts.retry"]}
+    prompts = Prompts("describe", p["prompts.system"], templates)
+    return open_chat(vlm, prompts, cache, p["describe"]["batch_size"])
 
 
 def vlm_descriptions(images: pl.DataFrame, chat: Any) -> list[str | None]:

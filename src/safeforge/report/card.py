@@ -22,6 +22,7 @@ STAGES = (
     "dedup",
     "quality",
     "split",
+    "augment",
     "train_judge",
 )
 SCORE_COLUMNS = (
@@ -107,10 +108,18 @@ def render(
         ]
     else:
         out += ["Transfer score: n/a (no external benchmark scored; see score.benchmarks)", ""]
+    skipped = {name: s["skipped"] for name, s in sorted(scores.items()) if s.get("skipped")}
+    scores = {name: s for name, s in scores.items() if name not in skipped}
     out += markdown_table(
         ["benchmark", *SCORE_COLUMNS],
         [[name, *(s.get(c) for c in SCORE_COLUMNS)] for name, s in sorted(scores.items())],
     )
+    if skipped:
+        out += [
+            "",
+            f"Not scored on this machine: {', '.join(skipped)} (root not set). Set each "
+            'benchmark\'s root in conf/local/ (README, "Benchmarks on your machine").',
+        ]
     out += _side_by_side(scores)
     for name, s in sorted(scores.items()):
         if s.get("by_subset"):
