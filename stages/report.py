@@ -33,14 +33,21 @@ def main() -> None:
     dataset = read_table("data/split/dataset.parquet")
     acct = StageAccounting("report")
     acct.rows_in = acct.rows_out = dataset.height
-    transfer = transfer_score(scores)
+    # a skipped benchmark (root unset) has no judge and no figures: the card lists it apart
+    scored = {b: s for b, s in scores.items() if not s.get("skipped")}
+    transfer = transfer_score(scored)
     transfer_by_judge = {
-        j: transfer_score(m)["transfer_score"] for j, m in by_judge(scores).items()
+        j: transfer_score(m)["transfer_score"] for j, m in by_judge(scored).items()
     }
     text = render(dataset, stage_metrics, scores, p["report"]["top_drop_reasons"], transfer)
     io.write_text("reports/report.md", text)
     # the headline for `dvc metrics diff`: the transfer score and each benchmark beside it
-    acct.extra.update(benchmarks=sorted(scores), **transfer, transfer_by_judge=transfer_by_judge)
+    acct.extra.update(
+        benchmarks=sorted(scored),
+        not_scored=sorted(set(scores) - set(scored)),
+        **transfer,
+        transfer_by_judge=transfer_by_judge,
+    )
     acct.extra["dataset"] = dataset_counts(dataset)
     acct.finish("metrics/report.json", dropped_path=None)
     log.info("wrote reports/report.md")

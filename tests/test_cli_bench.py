@@ -35,7 +35,14 @@ def test_list_shows_each_benchmark_and_its_root(tmp_path, capsys) -> None:
     assert by_name["siuo"]["root_status"] == "present"
     assert by_name["salad"]["root_status"] == "missing"
     assert by_name["figstep"]["root_status"] == "not set"
-    assert not any(r["scored"] for r in rows)  # the default run scores only own_test
+    # score.benchmarks lists them all; the score stage skips those whose root is unset
+    assert {r["name"] for r in rows if r["scored"]} == {"siuo", "salad"}
+    code, rows = run_json(
+        capsys,
+        ["bench", "list", "--json", "--set", f"benchmarks.siuo.root={tmp_path}",
+         "--set", "score.benchmarks=[own_test]"],
+    )  # fmt: skip
+    assert not any(r["scored"] for r in rows)
 
 
 def test_check_reports_items_labels_and_subsets(tmp_path, capsys) -> None:

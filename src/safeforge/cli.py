@@ -91,7 +91,8 @@ def cmd_bench_list(args: argparse.Namespace) -> int:
                 "adapter": spec["adapter"],
                 "root": root,
                 "root_status": status,
-                "scored": name in cfg["score"]["benchmarks"],
+                # the score stage skips a listed benchmark whose root is unset
+                "scored": name in cfg["score"]["benchmarks"] and bool(root),
             }
         )
     lines = [f"{'benchmark':<15}{'root':<9}{'scored':<8}path"]
