@@ -39,12 +39,15 @@ def main() -> None:
     transfer_by_judge = {
         j: transfer_score(m)["transfer_score"] for j, m in by_judge(scored).items()
     }
-    text = render(dataset, stage_metrics, scores, p["report"]["top_drop_reasons"], transfer)
+    not_scored = sorted(set(scores) - set(scored))
+    text = render(
+        dataset, stage_metrics, scored, p["report"]["top_drop_reasons"], transfer, not_scored
+    )
     io.write_text("reports/report.md", text)
     # the headline for `dvc metrics diff`: the transfer score and each benchmark beside it
     acct.extra.update(
         benchmarks=sorted(scored),
-        not_scored=sorted(set(scores) - set(scored)),
+        not_scored=not_scored,
         **transfer,
         transfer_by_judge=transfer_by_judge,
     )

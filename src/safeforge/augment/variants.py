@@ -20,6 +20,7 @@ import json
 import random
 import re
 from collections.abc import Mapping
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -86,7 +87,9 @@ def render_variants(
 ) -> pl.DataFrame:
     """One row per variant; images written to `folder`. `images`: image_id, path and format of
     the records' photos (ingest's table). params: the `augment` section of conf."""
-    photos = dict(images.select("image_id", "path").iter_rows())
+    paths = dict(images.select("image_id", "path").iter_rows())
+    # a photo's records come together: decode it once for all of them, hold only a few
+    photo_of = lru_cache(maxsize=8)(lambda image_id: load_rgb(paths[image_id]))
     formats = dict(images.select("image_id", "format").iter_rows())
     rows = []
     eligible = records.filter(pl.col("query_type").is_in(RENDERED_QUERY_TYPES))
@@ -108,7 +111,7 @@ def render_variants(
                 else:
                     head, rendered = split_query(record["query"], split["head_share"])
                     query = pick(rng, split["text_templates"]).format(head=head).strip()
-                    photo = load_rgb(photos[record["image_id"]])
+                    photo = photo_of(record["image_id"])
                     image = caption_over(photo, rendered, style, pixel_seed)
                 if kind == "typographic":
                     lossless = style.noise == 0

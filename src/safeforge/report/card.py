@@ -3,7 +3,7 @@ stage) and the scoreboard of every scored benchmark."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -67,7 +67,9 @@ def render(
     scores: dict[str, dict],
     top_drop_reasons: int,
     transfer: dict[str, Any] | None = None,
+    not_scored: Sequence[str] = (),
 ) -> str:
+    """The card; `scores` holds the benchmarks scored, `not_scored` those skipped (no root)."""
     out = ["# safeforge dataset card", ""]
     n_images = dataset["image_id"].n_unique()
     out += [
@@ -108,16 +110,14 @@ def render(
         ]
     else:
         out += ["Transfer score: n/a (no external benchmark scored; see score.benchmarks)", ""]
-    skipped = {name: s["skipped"] for name, s in sorted(scores.items()) if s.get("skipped")}
-    scores = {name: s for name, s in scores.items() if name not in skipped}
     out += markdown_table(
         ["benchmark", *SCORE_COLUMNS],
         [[name, *(s.get(c) for c in SCORE_COLUMNS)] for name, s in sorted(scores.items())],
     )
-    if skipped:
+    if not_scored:
         out += [
             "",
-            f"Not scored on this machine: {', '.join(skipped)} (root not set). Set each "
+            f"Not scored on this machine: {', '.join(sorted(not_scored))} (root not set). Set each "
             'benchmark\'s root in conf/local/ (README, "Benchmarks on your machine").',
         ]
     out += _side_by_side(scores)
