@@ -1,9 +1,9 @@
 """Stage report: reports/report.md, the dataset card and scoreboard.
 
-Inputs:  data/split/dataset.parquet, metrics/ (every stage's and score's JSON)
+Inputs:  data/split/dataset.parquet, metrics/ (every stage's, score's and evaluate's JSON)
 Outputs: reports/report.md, metrics/report.json (the transfer score: the mean balanced accuracy
          over the external benchmarks scored; the card's counts by label, category and split)
-Params:  report, score
+Params:  report, score, evaluate.benchmarks
 """
 
 from pathlib import Path
@@ -18,9 +18,10 @@ from safeforge.report.card import (
     render,
     transfer_score,
 )
+from safeforge.report.responses import load_evaluations, render_responses
 from safeforge.stage import log, read_table, run
 
-PARAMS = ("report", "score")
+PARAMS = ("report", "score", "evaluate.benchmarks")
 
 
 def main() -> None:
@@ -40,8 +41,15 @@ def main() -> None:
         j: transfer_score(m)["transfer_score"] for j, m in by_judge(scored).items()
     }
     not_scored = sorted(set(scores) - set(scored))
+    evaluations = load_evaluations(Path("metrics/evaluate"), p["evaluate.benchmarks"])
     text = render(
-        dataset, stage_metrics, scored, p["report"]["top_drop_reasons"], transfer, not_scored
+        dataset,
+        stage_metrics,
+        scored,
+        p["report"]["top_drop_reasons"],
+        transfer,
+        not_scored,
+        render_responses(evaluations),
     )
     io.write_text("reports/report.md", text)
     # the headline for `dvc metrics diff`: the transfer score and each benchmark beside it

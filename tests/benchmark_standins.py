@@ -129,3 +129,17 @@ def vlguard_folder(root: Path) -> Path:
     for i, r in enumerate(records):
         stand_in_image(root / "data" / "test" / r["image"], seed=100 + i)
     return root
+
+
+def write_mmsafeaware_prompts(root: Path, blocks: list[tuple[Any, ...]] | str) -> Path:
+    """MMSafeAware's data/prompt.txt as published: id, instruction, quoted sentence; blocks
+    apart by blank lines."""
+    path = root / "data" / "prompt.txt"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    text = (
+        blocks
+        if isinstance(blocks, str)
+        else "".join("\n".join(map(str, b)) + "\n\n\n" for b in blocks)
+    )
+    path.write_text(text, encoding="utf-8")
+    return path

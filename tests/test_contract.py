@@ -14,7 +14,7 @@ from safeforge import config
 from safeforge.config import stage_params
 from safeforge.report.card import STAGES
 
-DAG = [*STAGES, "score", "report"]
+DAG = [*STAGES, "score", "evaluate", "report"]
 
 
 def dvc_stages() -> dict:
@@ -104,3 +104,15 @@ def test_every_test_the_readme_guarantees_name_exists():
         assert (ROOT / path).is_file(), path
         if test:
             assert f"def {test}(" in (ROOT / path).read_text(), f"{path}::{test}"
+
+
+def test_stage_params_interpolates_a_params_value_as_dvc_does(tmp_path):
+    """evaluate's params name the models its own params choose: evaluate.models.${evaluate.model}"""
+    path = tmp_path / "params.yaml"
+    path.write_text("evaluate: {model: hf, models: {hf: {a: 1}, openai: {a: 2}}, bad: {x: 1}}\n")
+    got = stage_params(["evaluate.models.${evaluate.model}"], path)
+    assert got == {"evaluate.models.hf": {"a": 1}}
+    with pytest.raises(KeyError, match=r"evaluate\.rater"):
+        stage_params(["evaluate.models.${evaluate.rater}"], path)
+    with pytest.raises(KeyError, match="not a name"):
+        stage_params(["evaluate.models.${evaluate.bad}"], path)

@@ -76,6 +76,7 @@ def test_repro_builds_every_artifact_validated_and_accounted(built_repo):
         ("data/split/dataset.parquet", "splits"),
         ("data/augment/variants.parquet", "variants"),
         ("data/score/own_test/predictions.parquet", "predictions"),
+        ("data/evaluate/own_test/responses.parquet", "responses"),
     ]:
         validate(pl.read_parquet(repo / path), suite, where=path)
 
@@ -112,6 +113,18 @@ def test_repro_builds_every_artifact_validated_and_accounted(built_repo):
     assert metrics(repo, "train_judge")["train_variant_rows"] == variants.height
     assert (repo / "data/train_judge/judge/reader/model.safetensors").exists()
     assert not list((repo / "data").rglob("*.pkl"))
+    # a model's own replies: SmolLM2 (packaged, CPU, text only) answers own_test, the heuristic
+    # rater rates every reply, and the report says who answered and who rated
+    evaluated = metrics(repo, "evaluate/own_test")
+    assert evaluated["rows_in"] == evaluated["rows_out"] == score["n"]
+    assert evaluated["model"]["model"] == "smollm2" and evaluated["model_sees_images"] is False
+    assert evaluated["rater_is_heuristic"] is True and evaluated["unrated"] == 0
+    assert sum(evaluated["by_rating"].values()) == evaluated["items"]
+    responses = pl.read_parquet(repo / "data/evaluate/own_test/responses.parquet")
+    assert responses["response"].str.len_chars().min() > 0
+    assert metrics(repo, "evaluate/salad")["skipped"] == "benchmarks.salad.root is not set"
+    assert "## Model responses" in report and "rater heuristic" in report
+    assert "Not evaluated on this machine: mmsafeaware, salad" in report
 
 
 def test_second_repro_skips_every_stage(built_repo):

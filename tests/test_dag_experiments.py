@@ -13,6 +13,7 @@ import pytest
 from benchmark_standins import siuo_folder, vlguard_folder
 from helpers import build_dag, metrics, perf, run_cmd
 
+from safeforge.chain.replies import REASONS
 from safeforge.validate import validate
 
 pytestmark = pytest.mark.slow
@@ -150,6 +151,31 @@ def test_a_listed_benchmark_without_a_root_is_skipped_and_the_report_says_so(bui
     report = (repo / "reports/report.md").read_text()
     assert "Not scored on this machine: figstep, mmsafeaware" in report
     assert metrics(repo, "report")["transfer_score"] is None
+
+
+def test_a_model_rater_rates_real_replies_and_counts_the_malformed(built_repo):
+    """`-S evaluate.rater=hf`: SmolLM2 rates SmolLM2's replies with the rubric. A 135M model
+    seldom writes the JSON asked for: every rating it botches twice is counted by its reason,
+    none is guessed. Only evaluate (and the report) rerun; the model's replies come from the
+    row cache the default build filled."""
+    repo, _ = built_repo
+    args = ["-S", "evaluate.benchmarks=[own_test]", "-S", "evaluate.rater=hf"]
+    out = run_cmd(["dvc", "exp", "run", *args, "-S", "evaluate.max_items=2"], repo)
+    text = out.stdout + out.stderr
+    for upstream in ("split", "augment", "train_judge", "score@own_test"):
+        assert f"Running stage '{upstream}'" not in text
+    assert "Running stage 'evaluate@own_test'" in text
+    m = metrics(repo, "evaluate/own_test")
+    assert (m["rows_in"], m["rows_out"], m["dropped"]) == (32, 2, {"beyond_max_items": 30})
+    assert m["rater"] == "hf:smollm2" and m["rater_is_heuristic"] is False
+    assert m["rubric"] == "v1"
+    assert m["unrated"] + sum(m["by_rating"].values()) == 2
+    assert sum(m["unrated_by_reason"].values()) == m["unrated"]
+    assert set(m["unrated_by_reason"]) <= set(REASONS)
+    responses = pl.read_parquet(repo / "data/evaluate/own_test/responses.parquet")
+    assert responses.height == 2 and responses["response"].null_count() == 0
+    assert (responses["rating"].is_null() == responses["unrated"].is_not_null()).all()
+    assert perf(repo, "evaluate/own_test")["row_cache"]["cache_hits"] >= 2  # the replies
 
 
 def test_a_model_backend_over_http_writes_the_dataset_and_prompt_edits_rerun_little(

@@ -32,7 +32,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("embeddings",),
     ("dedup", "quality", "split", "augment"),
     ("judges",),
-    ("scoring",),
+    ("scoring", "responses", "export"),
     ("report",),
     ("cli", "stages"),
 )

@@ -10,6 +10,11 @@ safeforge dedup images DIR [--json] [--set dedup.KEY=VALUE] [--workers N]   dupl
                                                    clusters in any image folder, without the pipeline
 safeforge pr-report --base REV [--head REV] --out DIR   params, metrics, dataset counts, plots
                                                    and timings, base against head, as markdown
+safeforge eval NAME [--root PATH] [--model KEY] [--rater KEY] [--max-items N] [--json]
+                                                   a model's own replies to a benchmark, rated:
+                                                   safe-response and over-refusal rates
+safeforge export --format hf|llava|sharegpt --out DIR [--overwrite]   the dataset in the
+                                                   formats trainers load
 """
 
 from __future__ import annotations
@@ -20,15 +25,17 @@ import sys
 from pathlib import Path
 
 from safeforge import cache_sync, config, io
-from safeforge.benchmarks.base import BenchmarkError, load_benchmark
-from safeforge.cache import CacheCorruptError
+from safeforge.benchmarks.base import BenchmarkError, load_benchmark, split_as_benchmark
+from safeforge.cache import CacheCorruptError, RowCache
 from safeforge.config import OWN_TEST
 from safeforge.dedup import folder as dedup_folder
+from safeforge.export import FORMATS, export_dataset
 from safeforge.judges.base import build_judge, load_judge
 from safeforge.report import pr
 from safeforge.report.card import SCORE_COLUMNS
+from safeforge.responses.evaluation import evaluate_responses
 from safeforge.scoring.benchmark import score_benchmark
-from safeforge.stage import setup_logging
+from safeforge.stage import read_table, setup_logging
 
 
 def cmd_params(args: argparse.Namespace) -> int:
@@ -181,9 +188,8 @@ def _num(value: object) -> str:
     return "n/a" if value is None else (f"{value:.4f}" if isinstance(value, float) else str(value))
 
 
-def _bench_parser(sub: argparse._SubParsersAction) -> None:
-    bench = sub.add_parser("bench", help="read and score benchmarks in their native formats")
-    actions = bench.add_subparsers(dest="action", required=True)
+def _conf_options(example: str) -> argparse.ArgumentParser:
+    """--json, --conf and --set: the options of every command that reads conf/."""
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--json", action="store_true", help="print JSON instead of text")
     common.add_argument("--conf", default=None, help="conf/ folder (default ./conf)")
@@ -192,8 +198,15 @@ def _bench_parser(sub: argparse._SubParsersAction) -> None:
         action="append",
         default=[],
         metavar="KEY=VALUE",
-        help="hydra override, e.g. benchmarks.figstep.questions=data/question/SafeBench-Tiny.csv",
+        help=f"hydra override, e.g. {example}",
     )
+    return common
+
+
+def _bench_parser(sub: argparse._SubParsersAction) -> None:
+    bench = sub.add_parser("bench", help="read and score benchmarks in their native formats")
+    actions = bench.add_subparsers(dest="action", required=True)
+    common = _conf_options("benchmarks.figstep.questions=data/question/SafeBench-Tiny.csv")
     a = actions.add_parser("list", parents=[common], help="known benchmarks and their roots")
     a.set_defaults(func=cmd_bench_list)
     for action, func in (("check", cmd_bench_check), ("score", cmd_bench_score)):
@@ -216,6 +229,94 @@ def _bench_parser(sub: argparse._SubParsersAction) -> None:
             )
             a.add_argument("--no-ocr", action="store_true", help="leave image text out")
             a.add_argument("--predictions", default=None, help="also write predictions.parquet")
+
+
+# ---- safeforge eval: a model's own replies, rated --------------------------------------------
+def cmd_eval(args: argparse.Namespace) -> int:
+    """the model under test answers a benchmark's items; a rater rates each reply"""
+    cfg = _bench_config(args)
+    params = dict(cfg["evaluate"])
+    params.update({k: v for k, v in (("model", args.model), ("rater", args.rater)) if v})
+    if args.name == OWN_TEST:  # the dataset's own test split, in a built workspace
+        spec = cfg["benchmarks"][OWN_TEST]
+        dataset = read_table(Path(args.dataset))
+        table = split_as_benchmark(dataset, spec["split"], spec.get("version"), reference=True)
+    else:
+        try:
+            spec, table = _load_table(args, cfg)
+        except BenchmarkError as err:
+            print(f"error: {err}", file=sys.stderr)
+            return 2
+    items = table.items if args.max_items is None else table.items.head(args.max_items)
+    cache = RowCache("evaluate")
+    responses, m = evaluate_responses(table, items, spec, params, params["models"], cache)
+    if args.responses:
+        io.write_parquet(args.responses, responses)
+    sees = "" if m["model_sees_images"] else " (text only: the images are not shown)"
+    rater = "heuristic phrase lists" if m["rater_is_heuristic"] else m["rater"]
+    lines = [
+        f"{args.name}: {m['items']} items; model {m['model']['backend']}:{m['model']['model']}"
+        f"{sees}; rater {rater}",
+        f"  unsafe items {m['unsafe_items']}: safe-response rate (warning) "
+        f"{_num(m['safe_response_rate'])}, generic refusal {_num(m['refusal_rate'])}, "
+        f"unsafe compliance {_num(m['unsafe_compliance_rate'])}, "
+        f"warned of the same risk {_num(m['same_risk_rate'])}",
+        f"  safe items {m['safe_items']}: over-refusal rate {_num(m['over_refusal_rate'])}",
+        f"  unrated {m['unrated']}"
+        + (f" ({_pairs(m['unrated_by_reason'])})" if m["unrated"] else ""),
+    ]
+    if "awareness" in m:
+        a = m["awareness"]
+        lines.append(
+            f"  is-it-safe question: accuracy {_num(a['accuracy'])}, unsafe judged safe "
+            f"{_num(a['unsafe_judged_safe'])}, safe judged unsafe {_num(a['safe_judged_unsafe'])}, "
+            f"no yes/no {a['no_verdict']}"
+        )
+        official = a.get("official", {})
+        lines += [
+            f"  official {k:<15}{_num(v)}"
+            for k, v in official.items()
+            if isinstance(v, (int, float))
+        ]
+    _print(m, args.json, lines)
+    return 0
+
+
+def _eval_parser(sub: argparse._SubParsersAction) -> None:
+    common = _conf_options("evaluate.models.hf.model=/models/Qwen2-VL-2B-Instruct")
+    a = sub.add_parser("eval", parents=[common], help=cmd_eval.__doc__)
+    a.add_argument("name", help="own_test (in a built workspace) or a conf/benchmarks/ name")
+    a.add_argument("--root", default=None, help="the benchmark folder (default: its conf root)")
+    a.add_argument("--model", default=None, help="a key of evaluate.models (default: conf)")
+    a.add_argument("--rater", default=None, help="heuristic or a key of evaluate.models")
+    a.add_argument("--max-items", type=_positive_int, default=None, help="only the first N items")
+    a.add_argument("--dataset", default="data/split/dataset.parquet", help="for own_test")
+    a.add_argument("--responses", default=None, help="also write responses.parquet here")
+    a.set_defaults(func=cmd_eval)
+
+
+# ---- safeforge export: the dataset as trainers load it ---------------------------------------
+def cmd_export(args: argparse.Namespace) -> int:
+    """write the built dataset (every split, record and label) as hf, llava or sharegpt"""
+    dataset = read_table(Path(args.dataset))
+    card = Path(args.card).read_text(encoding="utf-8") if Path(args.card).is_file() else None
+    summary = export_dataset(
+        dataset, Path(args.images_root), Path(args.out), args.format, card, overwrite=args.overwrite
+    )
+    _print(summary, args.json, [f"wrote {args.out} ({args.format}): {_pairs(summary['rows'])}"])
+    return 0
+
+
+def _export_parser(sub: argparse._SubParsersAction) -> None:
+    a = sub.add_parser("export", help=cmd_export.__doc__)
+    a.add_argument("--format", required=True, choices=FORMATS)
+    a.add_argument("--out", required=True, help="a new folder (or --overwrite)")
+    a.add_argument("--overwrite", action="store_true", help="replace an existing export")
+    a.add_argument("--dataset", default="data/split/dataset.parquet")
+    a.add_argument("--images-root", default=".", help="the folder image_path is relative to")
+    a.add_argument("--card", default="reports/report.md", help="the dataset card (hf README)")
+    a.add_argument("--json", action="store_true", help="print JSON instead of text")
+    a.set_defaults(func=cmd_export)
 
 
 # ---- safeforge pr-report: a pull request's report, base against head ---------------------------
@@ -363,12 +464,14 @@ def main(argv: list[str] | None = None) -> int:
     _cache_parser(sub)
     _pr_report_parser(sub)
     _dedup_parser(sub)
+    _eval_parser(sub)
+    _export_parser(sub)
     args = parser.parse_args(argv)
-    if args.command == "bench":
+    if args.command in ("bench", "eval", "export"):
         setup_logging()
         try:
             return args.func(args)
-        except (KeyError, ValueError, FileNotFoundError) as err:
+        except (KeyError, ValueError, FileNotFoundError, FileExistsError) as err:
             message = err.args[0] if isinstance(err, KeyError) and err.args else err
             print(f"error: {message}", file=sys.stderr)
             return 2

@@ -7,6 +7,7 @@ so the keys listed in dvc.yaml are the keys the stage can see.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import fields
 from pathlib import Path
@@ -69,12 +70,13 @@ def stage_params(
     """The declared sections of params.yaml, and nothing else.
 
     A section may be a dotted key (`benchmarks.siuo`), and in a `foreach` stage may hold
-    `${item}`, as in dvc.yaml (`benchmarks.${item}`): `item` fills it in.
+    `${item}`, as in dvc.yaml (`benchmarks.${item}`): `item` fills it in. Any other `${key}`
+    is that params value, as DVC interpolates it (`evaluate.models.${evaluate.model}`).
     """
     params = load_params(path)
     out: dict[str, Any] = {}
     for section in sections:
-        key = section.replace("${item}", item) if item is not None else section
+        key = _PLACEHOLDER.sub(lambda m: _interpolate(m.group(1), params, item, path), section)
         value: Any = params
         for part in key.split("."):
             if not isinstance(value, dict) or part not in value:
@@ -84,6 +86,24 @@ def stage_params(
             value = value[part]
         out[key] = Params(key, value) if isinstance(value, dict) else value
     return out
+
+
+_PLACEHOLDER = re.compile(r"\$\{([^}]+)\}")
+
+
+def _interpolate(name: str, params: dict[str, Any], item: str | None, path: str | Path) -> str:
+    if name == "item":
+        if item is None:
+            raise KeyError("${item} is only known in a foreach stage: pass item=")
+        return item
+    value: Any = params
+    for part in name.split("."):
+        if not isinstance(value, dict) or part not in value:
+            raise KeyError(f"{path}: ${{{name}}} is missing; check conf/ and `safeforge params`")
+        value = value[part]
+    if isinstance(value, (dict, list)) or value is None:
+        raise KeyError(f"{path}: ${{{name}}} is {value!r}, not a name to put in a section key")
+    return str(value)
 
 
 def check_keys(where: str, params: Mapping[str, Any], known: Iterable[str]) -> None:

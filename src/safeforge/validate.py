@@ -40,6 +40,7 @@ SUITES: tuple[str, ...] = (
     "splits",
     "variants",
     "predictions",
+    "responses",
 )
 
 MAX_EXAMPLES = 5  # unexpected values shown per failed expectation

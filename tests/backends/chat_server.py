@@ -6,7 +6,8 @@
 Modes: echo, slow (echo after --delay), rms (answers the RMS prompt chain; HTTP 401 unless the
 Authorization header carries the key of --expect-key-env, or is absent when none is expected);
 length (finish_reason "length", cut text); garbage (200, not JSON, always); nologprobs (ignores
-`logprobs`, as `transformers serve` does). Faults, for the first --fail-first requests of each
+`logprobs`, as `transformers serve` does); rater (a model under test and its rater, scripted
+by markers in the item text, see rater_answer). Faults, for the first --fail-first requests of each
 distinct prompt, then echo:
     error500 / error502 / error503  HTTP 500 / 502 / 503
     ratelimit                       HTTP 429 with Retry-After: 0
@@ -44,6 +45,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import socket
 import struct
 import subprocess
@@ -61,7 +63,9 @@ from pathlib import Path
 ERRORS = {"error500": 500, "error502": 502, "error503": 503}
 FAULTS = (*ERRORS, "ratelimit", "ratelimit_bare", "close", "reset", "truncated", "nochoices")
 FAULTS += ("trickle", "stall")
-MODES = ("echo", "slow", "length", "garbage", "rms", "nologprobs", *FAULTS)
+MODES = ("echo", "slow", "length", "garbage", "rms", "nologprobs", "rater", *FAULTS)
+RATE_MARK = re.compile(r"\[\[rate:(\w+)\]\]")
+AWARE_MARK = re.compile(r"\[\[aware:(\w+)\]\]")
 TRICKLE_S = 0.05
 
 
@@ -104,6 +108,30 @@ def rms_answer(request: dict, text: str) -> str:
             }
         )
     return json.dumps({"description": f"A photo of {subject}."})
+
+
+def rater_answer(text: str) -> str:
+    """Mode rater. The model under test answers "ANSWER to: <its question>", so a marker in an
+    item's text reaches the rater inside the reply. The awareness question ("...is safe?")
+    gets "Yes, it is safe." or "No, it is not." by [[aware:yes|no|none]] ("I am not sure."
+    for none). A rating request ("Rate the reply") gets the rating [[rate:X]] names, as JSON
+    with the fields its schema asks; [[rate:garbage]] gets prose, never JSON."""
+    if "Rate the reply" not in text:
+        aware = AWARE_MARK.search(text)
+        if text.startswith("Given the image") and aware:
+            return {"yes": "Yes, it is safe.", "no": "No, it is not."}.get(
+                aware.group(1), "I am not sure."
+            )
+        return f"ANSWER to: {text}"
+    mark = RATE_MARK.search(text)
+    rating = mark.group(1) if mark else "helpful"
+    if rating == "garbage":
+        return "I think this reply is quite good overall."
+    schema = json.loads(text.split("follows this JSON schema:\n", 1)[1])
+    answer = {"rating": rating, "reason": "scripted"}
+    if "same_risk" in schema["properties"]:
+        answer["same_risk"] = "[[same]]" in text
+    return json.dumps(answer)
 
 
 def logprobs_choice(request: dict, text: str) -> dict:
@@ -213,6 +241,8 @@ class Handler(BaseHTTPRequestHandler):
         )
         if args.mode == "rms":
             content = rms_answer(request, text)
+        if args.mode == "rater":
+            content = rater_answer(text)
         finish = "stop"
         if args.mode == "length":
             content, finish = content[:10], "length"

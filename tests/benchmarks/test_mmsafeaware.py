@@ -8,7 +8,13 @@ from typing import Any
 
 import polars as pl
 import pytest
-from benchmark_standins import benchmark_spec, sample_records, stand_in_image, taxonomy
+from benchmark_standins import (
+    benchmark_spec,
+    sample_records,
+    stand_in_image,
+    taxonomy,
+)
+from benchmark_standins import write_mmsafeaware_prompts as write_prompts
 
 from safeforge.benchmarks.base import (
     BenchmarkError,
@@ -27,19 +33,6 @@ EXPECTED = {
     **{i: ("typical", "unsafe") for i in (983, 1000, 1153)},
     **{i: ("over_safe", "safe") for i in (2001, 2100, 2300)},
 }
-
-
-def write_prompts(root: Path, blocks: list[tuple[Any, ...]] | str) -> Path:
-    """prompt.txt as published: id, instruction, quoted sentence; blocks apart by blank lines."""
-    path = root / "data" / "prompt.txt"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    text = (
-        blocks
-        if isinstance(blocks, str)
-        else "".join("\n".join(map(str, b)) + "\n\n\n" for b in blocks)
-    )
-    path.write_text(text, encoding="utf-8")
-    return path
 
 
 def spec() -> dict[str, Any]:

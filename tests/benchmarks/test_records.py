@@ -111,7 +111,7 @@ def test_json_list_with_a_constant_label_index_ids_and_constant_subset(tmp_path:
     items = read(tmp_path, spec)
     assert items == [
         {"item_id": str(i), "image": f"{n}.png", "text": "Is this fine?", "label": "unsafe",
-         "subset": "all", "source_category": ""}
+         "subset": "all", "source_category": "", "reference": ""}
         for i, n in enumerate("xy")
     ]  # fmt: skip
 

@@ -84,6 +84,9 @@ def test_sample_records_load(tmp_path: Path) -> None:
         assert row["subset"] == row["source_category"] == r["category"]
         assert row["category"] == CATEGORY[r["category"]]
         assert Path(row["image_path"]) == (tmp_path / "images" / r["image"]).resolve()
+        # the authors' note is the reference a reply is rated against (stage evaluate)
+        note = r["safety warning"] if r["safety type"] == "unsafe" else r["safe suggestion"]
+        assert row["reference"] == note.strip()
     # hand-checked pairs: record 0 is an unsafe Activity item, record 1 a safe one
     assert (rows["0"]["label"], rows["0"]["subset"]) == ("unsafe", "Activity")
     assert (rows["1"]["label"], rows["1"]["subset"]) == ("safe", "Activity")

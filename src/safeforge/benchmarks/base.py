@@ -3,7 +3,7 @@
 An adapter (one module per format, registered with `@register_adapter`) turns the native files
 under a root folder into raw items. The package's __init__ imports every adapter module, so the
 registry is full whenever this module can be imported (Python runs the package first); this
-module imports no other project module. Any benchmark whose annotation file is a list of
+module imports no other project module but the core's (config, labels). Any benchmark whose annotation file is a list of
 records needs no module: the `json_records` adapter (records.py) reads it by the field names
 its conf names. Everything every benchmark needs is done once, here:
 image paths are resolved inside the root (absolute paths, `..` and links out of it are refused),
@@ -21,11 +21,12 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypedDict
+from typing import Any, NotRequired, TypedDict
 
 import polars as pl
 from PIL import Image
 
+from safeforge.config import OWN_TEST
 from safeforge.labels import LABELS
 
 log = logging.getLogger(__name__)
@@ -38,6 +39,9 @@ ITEM_SCHEMA = {
     "subset": pl.String,
     "category": pl.String,  # project taxonomy, "unspecified" or "unmapped"
     "source_category": pl.String,  # the benchmark's own category, "" when it has none
+    # what the authors say of the item (SaLAD's safety warning, SIUO's), "" when nothing: a
+    # reply's rater checks that it warns of this same risk (stage evaluate)
+    "reference": pl.String,
 }
 REFUSED_SCHEMA = {"item_id": pl.String, "image": pl.String, "reason": pl.String}
 UNSPECIFIED, UNMAPPED = "unspecified", "unmapped"
@@ -71,6 +75,7 @@ class RawItem(TypedDict):
     label: str
     subset: str
     source_category: str
+    reference: NotRequired[str]  # the authors' note on the item's risk; absent: ""
 
 
 ReadFn = Callable[[Path, Mapping[str, Any]], Iterable[RawItem]]
@@ -244,6 +249,26 @@ class BenchmarkTable:
         }
 
 
+def split_as_benchmark(
+    dataset: pl.DataFrame, split: str, version: str | None, reference: bool = False
+) -> BenchmarkTable:
+    """A split of the dataset (data/split/dataset.parquet) as a benchmark, own_test's items:
+    subset is the query type (unsafe, benign, contrast). With `reference`, each record's
+    guidance is the item's reference: the risk a model's warning should name."""
+    items = dataset.filter(pl.col("split") == split).select(
+        pl.col("record_id").alias("item_id"),
+        "image_path",
+        pl.col("query").alias("text"),
+        "label",
+        pl.col("query_type").alias("subset"),
+        "category",
+        *([pl.col("guidance").alias("reference")] if reference else []),
+    )
+    return BenchmarkTable(
+        OWN_TEST, Path("data/split"), items, pl.DataFrame(schema=REFUSED_SCHEMA), version=version
+    )
+
+
 def category_mapper(
     category_map: Mapping[str, str], taxonomy: Iterable[str] | None = None
 ) -> Callable[[str], str]:
@@ -324,6 +349,7 @@ def load_benchmark(
                 "subset": raw["subset"],
                 "category": category,
                 "source_category": source,
+                "reference": raw.get("reference") or "",
             }
         )
     if not seen:

@@ -22,6 +22,8 @@ The conf (every key is checked: an unknown, missing or ill-typed one is an error
     subset: {field: category}      # a string field (stripped), or {value: NAME}
     category: {field: category}    # the source category the taxonomy map reads: a string
                                    # field (stripped), {value: NAME}, or null/absent for none
+    reference: [safety warning, safe suggestion]  # the item's reference note: the first of
+                                   # these string fields a record has ("" when none; optional)
     categories: {...}              # the taxonomy map (defaults: /taxonomy_maps@categories)
 
 Items: one per record, in file order. Fields are read in the order id, label, subset, category,
@@ -53,7 +55,7 @@ from safeforge.benchmarks.base import (
 
 ADAPTER = "json_records"
 REQUIRED = ("title", "version", "annotations", "id", "text", "image", "label", "subset")
-OPTIONAL = ("format", "images", "category")
+OPTIONAL = ("format", "images", "category", "reference")
 FORMATS = ("json", "jsonl", "detect")
 INDEX = "index"  # `id: index`: the record's position in the file
 
@@ -80,6 +82,7 @@ class RecordsConf:
     label_values: dict[str, str]  # native value (stripped, lower-cased) -> safe | unsafe
     subset: Rule
     category: Rule | None  # None: no source category
+    reference_fields: tuple[str, ...]  # the first present string field is the item's reference
 
 
 def _fail(where: str, key: str, why: str) -> BenchmarkConfigError:
@@ -173,6 +176,9 @@ def parse_conf(spec: Mapping[str, Any], where: str) -> RecordsConf:
         raise _fail(where, "id", f"must be {{field: NAME}} or {INDEX!r}, not {spec['id']!r}")
     label, label_values = _label(spec, where)
     category = spec.get("category")
+    reference = spec.get("reference") or []
+    if isinstance(reference, str) or not all(isinstance(f, str) and f for f in reference):
+        raise _fail(where, "reference", f"must be a list of field names, not {reference!r}")
     return RecordsConf(
         title=_string(spec, "title", where),
         version=_string(spec, "version", where),
@@ -186,6 +192,7 @@ def parse_conf(spec: Mapping[str, Any], where: str) -> RecordsConf:
         label_values=label_values,
         subset=_rule(spec, "subset", where),
         category=None if category is None else _rule(spec, "category", where),
+        reference_fields=tuple(reference),
     )
 
 
@@ -269,4 +276,13 @@ def read(root: Path, spec: Mapping[str, Any]) -> Iterator[RawItem]:
             "label": label,
             "subset": subset,
             "source_category": category,
+            "reference": _reference(conf, record),
         }
+
+
+def _reference(conf: RecordsConf, record: Any) -> str:
+    for name in conf.reference_fields:
+        value = record.get(name) if isinstance(record, dict) else None
+        if isinstance(value, str) and value.strip():
+            return value.strip()
+    return ""

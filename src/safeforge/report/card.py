@@ -68,8 +68,10 @@ def render(
     top_drop_reasons: int,
     transfer: dict[str, Any] | None = None,
     not_scored: Sequence[str] = (),
+    responses: Sequence[str] = (),
 ) -> str:
-    """The card; `scores` holds the benchmarks scored, `not_scored` those skipped (no root)."""
+    """The card; `scores` holds the benchmarks scored, `not_scored` those skipped (no root);
+    `responses` is the model-responses section (report/responses.py), appended as it is."""
     out = ["# safeforge dataset card", ""]
     n_images = dataset["image_id"].n_unique()
     out += [
@@ -137,6 +139,7 @@ def render(
             figures = {k: v for k, v in official.items() if isinstance(v, (int, float))}
             out += markdown_table(list(figures), [list(figures.values())])
             out += [f"- {d}" for d in official.get("deviations", [])]
+    out += responses
     return "\n".join(out) + "\n"
 
 

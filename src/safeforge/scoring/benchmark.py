@@ -13,9 +13,8 @@ from typing import Any
 
 import polars as pl
 
-from safeforge.benchmarks.base import REFUSED_SCHEMA, BenchmarkTable, get_adapter
+from safeforge.benchmarks.base import BenchmarkTable, get_adapter, split_as_benchmark
 from safeforge.cache import RowCache
-from safeforge.config import OWN_TEST
 from safeforge.embeddings.features import EMB_COLUMNS, item_features
 from safeforge.embeddings.text import TextEncoder
 from safeforge.judges.base import Judge, build_judge, judge_class, load_judge
@@ -29,24 +28,13 @@ TRAINED = "trained"  # in score.judges: the judge train_judge saved, whatever it
 def own_split_table(
     dataset: pl.DataFrame, features: pl.DataFrame, split: str, version: str | None = None
 ) -> BenchmarkTable:
-    """A split of the dataset as a benchmark: its records with the features embed made for
-    them, their image and query (the inputs of every kind of judge)."""
-    items = (
-        dataset.filter(pl.col("split") == split)
-        .join(features.drop("image_id"), on="record_id", how="inner")
-        .select(
-            pl.col("record_id").alias("item_id"),
-            "image_path",
-            pl.col("query").alias("text"),
-            "label",
-            pl.col("query_type").alias("subset"),
-            "category",
-            *EMB_COLUMNS,
-        )
-    )
-    return BenchmarkTable(
-        OWN_TEST, Path("data/split"), items, pl.DataFrame(schema=REFUSED_SCHEMA), version=version
-    )
+    """A split of the dataset as a benchmark, with the features embed made for its records:
+    their image and query and what every kind of judge reads."""
+    table = split_as_benchmark(dataset, split, version)
+    table.items = table.items.join(
+        features.drop("image_id").rename({"record_id": "item_id"}), on="item_id", how="inner"
+    ).select(*table.items.columns, *EMB_COLUMNS)
+    return table
 
 
 def judge_inputs(
