@@ -5,6 +5,9 @@
 name is read natively from benchmarks.<name>.root, and one whose root is unset is skipped (the
 report says so), as in stage score. Items past evaluate.max_items are dropped with reason
 `beyond_max_items`; items the benchmark refuses (missing images) with theirs.
+Models run on one CPU thread (`fixed_threads`): greedy replies then do not depend on the core
+count (a last-bit difference in a logit can change a token), and two stages side by side do
+not thrash (two 2-thread SmolLM2s on 2 cores ran over 10x slower). A GPU model is not slowed.
 
 Inputs:  data/split/dataset.parquet, data/ingest/images/, benchmarks.<name>.root
 Outputs: data/evaluate/<benchmark>/ (responses.parquet, dropped.parquet),
@@ -21,6 +24,7 @@ import polars as pl
 from safeforge.benchmarks.base import load_benchmark, split_as_benchmark
 from safeforge.cache import RowCache
 from safeforge.config import OWN_TEST, stage_params
+from safeforge.determinism import fixed_threads
 from safeforge.metrics import StageAccounting
 from safeforge.responses.evaluation import evaluate_responses
 from safeforge.stage import read_table, run, write_table
@@ -72,7 +76,8 @@ def main() -> None:
     models = {p["evaluate.model"]: p[f"evaluate.models.{p['evaluate.model']}"]}
     models[p["evaluate.rater"]] = p[f"evaluate.models.{p['evaluate.rater']}"]
     cache = RowCache("evaluate")
-    responses, metrics = evaluate_responses(table, items, spec, params, models, cache)
+    with fixed_threads(1):
+        responses, metrics = evaluate_responses(table, items, spec, params, models, cache)
     write_table(out / "responses.parquet", responses, suite="responses")
     acct.rows_out = responses.height
     acct.extra.update(metrics)

@@ -21,7 +21,9 @@ from s3server import seaweedfs
 from safeforge.report.card import SCORE_COLUMNS, STAGES  # STAGES: before score, in order
 from safeforge.validate import validate
 
-pytestmark = pytest.mark.slow
+# the module's fixture builds the whole DAG from an empty row cache (augment's OCR, evaluate's
+# SmolLM2 replies): about 10 minutes while the other xdist worker builds its own
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(1800)]
 
 
 @pytest.fixture(scope="module")

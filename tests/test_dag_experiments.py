@@ -16,7 +16,9 @@ from helpers import build_dag, metrics, perf, run_cmd
 from safeforge.chain.replies import REASONS
 from safeforge.validate import validate
 
-pytestmark = pytest.mark.slow
+# the module's fixture builds the whole DAG from an empty row cache (augment's OCR, evaluate's
+# SmolLM2 replies): about 10 minutes while the other xdist worker builds its own
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(1800)]
 
 
 @pytest.fixture(scope="module")
