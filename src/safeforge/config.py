@@ -77,15 +77,18 @@ def stage_params(
     out: dict[str, Any] = {}
     for section in sections:
         key = _PLACEHOLDER.sub(lambda m: _interpolate(m.group(1), params, item, path), section)
-        value: Any = params
-        for part in key.split("."):
-            if not isinstance(value, dict) or part not in value:
-                raise KeyError(
-                    f"{path}: section {key!r} is missing; check conf/ and `safeforge params`"
-                )
-            value = value[part]
+        value = _lookup(params, key, f"{path}: section {key!r}")
         out[key] = Params(key, value) if isinstance(value, dict) else value
     return out
+
+
+def _lookup(params: dict[str, Any], dotted: str, what: str) -> Any:
+    value: Any = params
+    for part in dotted.split("."):
+        if not isinstance(value, dict) or part not in value:
+            raise KeyError(f"{what} is missing; check conf/ and `safeforge params`")
+        value = value[part]
+    return value
 
 
 _PLACEHOLDER = re.compile(r"\$\{([^}]+)\}")
@@ -96,11 +99,7 @@ def _interpolate(name: str, params: dict[str, Any], item: str | None, path: str 
         if item is None:
             raise KeyError("${item} is only known in a foreach stage: pass item=")
         return item
-    value: Any = params
-    for part in name.split("."):
-        if not isinstance(value, dict) or part not in value:
-            raise KeyError(f"{path}: ${{{name}}} is missing; check conf/ and `safeforge params`")
-        value = value[part]
+    value = _lookup(params, name, f"{path}: ${{{name}}}")
     if isinstance(value, (dict, list)) or value is None:
         raise KeyError(f"{path}: ${{{name}}} is {value!r}, not a name to put in a section key")
     return str(value)

@@ -3,14 +3,17 @@ for load_dataset, and a README.md dataset card so the folder can be pushed to th
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import datasets
 import polars as pl
+import yaml
 from tqdm import tqdm
 
 from safeforge.export.records import splits
+
+if TYPE_CHECKING:
+    import datasets
 
 # the images come from sources with their own terms, which the pipeline does not record
 LICENSE = "other"
@@ -18,6 +21,8 @@ LICENSE = "other"
 
 def features(frame: pl.DataFrame) -> datasets.Features:
     """Plain 'string' rather than polars' large_string, which older readers of the card reject."""
+    import datasets  # here, not at the top: 0.8 s that every other `safeforge` command skips
+
     found = datasets.Features.from_arrow_schema(frame.drop("image").to_arrow().schema)
     wide = datasets.Value("large_string")
     typed = {k: datasets.Value("string") if v == wide else v for k, v in found.items()}
@@ -45,18 +50,19 @@ def card_text(dataset: pl.DataFrame, card: str | None) -> str:
         "tags": ["safety", "multimodal"],
         "configs": [{"config_name": "default", "data_files": files}],
     }
-    # JSON is YAML: one value per key keeps the front matter readable without a YAML writer
-    yaml = "".join(f"{key}: {json.dumps(value)}\n" for key, value in front.items())
+    front_matter = yaml.safe_dump(front, sort_keys=False)
     sizes = dict(dataset.group_by("split").len().iter_rows())
     counts = ", ".join(f"{s}: {sizes[s]}" for s in splits(dataset))
     body = card or (
         f"# safeforge dataset\n\n{dataset.height} records over "
         f"{dataset['image_path'].n_unique()} images ({counts}).\n"
     )
-    return f"---\n{yaml}---\n\n{body}"
+    return f"---\n{front_matter}---\n\n{body}"
 
 
 def write(dataset: pl.DataFrame, images_root: Path, folder: Path, card: str | None) -> int:
+    import datasets  # see features()
+
     frame = with_images(dataset, images_root)
     feats = features(frame)
     parts = {

@@ -4,9 +4,10 @@ folder that turns a crashed export into no export rather than half of one."""
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shutil
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -66,6 +67,32 @@ def copy_images(dataset: pl.DataFrame, images_root: Path, folder: Path) -> int:
     for rel in tqdm(paths, desc="copy images", unit="img"):
         shutil.copyfile(images_root / rel, folder / image_name(rel))
     return len(paths)
+
+
+def write_conversations(
+    dataset: pl.DataFrame,
+    images_root: Path,
+    folder: Path,
+    card: str | None,
+    record: Callable[[dict[str, Any]], dict[str, Any]],
+    lines: bool,
+) -> int:
+    """The images once, then each split's records: a JSON list (`<split>.json`) or JSON Lines
+    (`<split>.jsonl`); the card, when there is one, as README.md."""
+    n_images = copy_images(dataset, images_root, folder)
+    for split in splits(dataset):
+        rows = [record(r) for r in dataset.filter(pl.col("split") == split).iter_rows(named=True)]
+        if lines:
+            name, text = (
+                f"{split}.jsonl",
+                "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows),
+            )
+        else:
+            name, text = f"{split}.json", json.dumps(rows, ensure_ascii=False, indent=2) + "\n"
+        (folder / name).write_text(text, encoding="utf-8")
+    if card is not None:
+        (folder / "README.md").write_text(card, encoding="utf-8")
+    return n_images
 
 
 def turns(human: str, gpt: str) -> list[dict[str, str]]:

@@ -65,8 +65,7 @@ def evaluate_responses(
         rater_backend, rater_sampling = _open(rater_section, rater_name)
         rater = ModelRater(rater_backend, params["rubric"], cache, rater_sampling, batch)
     out = out.hstack(rater.rate(out))
-    if isinstance(rater, ModelRater):
-        rater.chat.backend.close()
+    rater.close()
 
     metrics: dict[str, Any] = {
         "benchmark": table.name,

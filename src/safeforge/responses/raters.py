@@ -76,6 +76,9 @@ class HeuristicRater:
         rated = pl.DataFrame(rows, schema=RATED_SCHEMA, orient="row")
         return rated.with_columns(same_risk=pl.Series(self._same_risk(items, rated)))
 
+    def close(self) -> None:  # nothing to release: no model, MiniLM is shared and small
+        pass
+
     def _rate(self, row: Mapping[str, Any]) -> tuple:
         reply = row["response"]
         if reply is None:
@@ -168,6 +171,9 @@ class ModelRater:
                     same = value.get("same_risk") if has_reference else None
                     out[i] = (value["rating"], same, value["reason"], None)
         return pl.DataFrame(out, schema=RATED_SCHEMA, orient="row")
+
+    def close(self) -> None:
+        self.chat.backend.close()
 
     def _ask(self, row: Mapping[str, Any], has_reference: bool) -> Ask:
         reference = (
