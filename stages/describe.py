@@ -14,6 +14,7 @@ from pathlib import Path
 
 from safeforge.cache import RowCache
 from safeforge.config import stage_params
+from safeforge.executors import use_configured_executor
 from safeforge.metrics import StageAccounting
 from safeforge.perception.describe import describe, describer_chat
 from safeforge.perception.nsfw import NsfwModel
@@ -26,6 +27,7 @@ log = logging.getLogger("stages.describe")
 
 
 def main() -> None:
+    use_configured_executor()  # local or ray: where row-cache misses are computed
     p = stage_params(PARAMS)
     params = p["describe"]
     acct = StageAccounting("describe")

@@ -15,6 +15,7 @@ from safeforge.cache import RowCache
 from safeforge.config import stage_params
 from safeforge.embeddings.features import record_features
 from safeforge.embeddings.text import TextEncoder
+from safeforge.executors import use_configured_executor
 from safeforge.metrics import StageAccounting
 from safeforge.perception.nsfw import NsfwModel
 from safeforge.stage import read_table, run, write_table
@@ -24,6 +25,7 @@ OUT = Path("data/embed")
 
 
 def main() -> None:
+    use_configured_executor()  # local or ray: where row-cache misses are computed
     params = stage_params(PARAMS)["embed"]
     records = read_table("data/generate/records.parquet")
     acct = StageAccounting("embed")

@@ -25,6 +25,7 @@ from safeforge.benchmarks.base import load_benchmark, split_as_benchmark
 from safeforge.cache import RowCache
 from safeforge.config import OWN_TEST, stage_params
 from safeforge.determinism import fixed_threads
+from safeforge.executors import use_configured_executor
 from safeforge.metrics import StageAccounting
 from safeforge.responses.evaluation import evaluate_responses
 from safeforge.stage import read_table, run, write_table
@@ -45,6 +46,7 @@ PARAMS = (
 
 
 def main() -> None:
+    use_configured_executor()  # local or ray: where row-cache misses are computed
     name = sys.argv[1]
     p = stage_params(PARAMS, item=name)
     spec = p[f"benchmarks.{name}"]

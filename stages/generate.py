@@ -24,6 +24,7 @@ from safeforge.cache import RowCache
 from safeforge.chain.chat import Prompts, open_chat
 from safeforge.config import stage_params
 from safeforge.embeddings.text import TextEncoder, encode_cached
+from safeforge.executors import use_configured_executor
 from safeforge.generate.records import build_records, fit_scores
 from safeforge.generate.rms import write_records
 from safeforge.generate.scenarios import load_library
@@ -37,6 +38,7 @@ FAILURE_SCHEMA = {n: pl.String for n in ("step", "item_id", "reason", "detail", 
 
 
 def main() -> None:
+    use_configured_executor()  # local or ray: where row-cache misses are computed
     p = stage_params(PARAMS)
     images = (
         read_table("data/describe/descriptions.parquet")

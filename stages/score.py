@@ -32,6 +32,7 @@ from safeforge.benchmarks.base import (
     load_benchmark,
 )
 from safeforge.config import OWN_TEST, stage_params
+from safeforge.executors import use_configured_executor
 from safeforge.metrics import StageAccounting
 from safeforge.scoring.benchmark import judges_to_score, own_split_table, score_benchmark
 from safeforge.scoring.evaluate import write_plots
@@ -55,6 +56,7 @@ def skip(name: str, acct: StageAccounting, out: Path) -> None:
 
 
 def main() -> None:
+    use_configured_executor()  # local or ray: where row-cache misses are computed
     name = sys.argv[1]
     p = stage_params(PARAMS, item=name)
     params, spec = p["score"], p[f"benchmarks.{name}"]

@@ -110,6 +110,16 @@ def run_cmd(
     return proc
 
 
+def data_outs(lock: dict) -> dict[str, str]:
+    """md5 of every output under data/ in a dvc.lock (a folder's md5 covers each file in it)."""
+    return {
+        out["path"]: out["md5"]
+        for stage in lock["stages"].values()
+        for out in stage.get("outs", [])
+        if out["path"].startswith("data/")
+    }
+
+
 def metrics(repo: Path, stage: str) -> dict:
     """A stage's metrics/<stage>.json in a workspace."""
     return json.loads((repo / "metrics" / f"{stage}.json").read_text())

@@ -14,7 +14,7 @@ from pathlib import Path
 import polars as pl
 import pytest
 import yaml
-from helpers import ROOT, build_dag, commit_all, metrics, perf, run_cmd
+from helpers import ROOT, build_dag, commit_all, data_outs, metrics, perf, run_cmd
 from PIL import Image
 from s3server import seaweedfs
 
@@ -34,16 +34,6 @@ def built_repo(tmp_path_factory) -> tuple[Path, str]:
 
 
 BUILT_LOCK: dict = {}
-
-
-def data_outs(lock: dict) -> dict[str, str]:
-    """md5 of every output under data/ in a dvc.lock (a folder's md5 covers each file in it)."""
-    return {
-        out["path"]: out["md5"]
-        for stage in lock["stages"].values()
-        for out in stage.get("outs", [])
-        if out["path"].startswith("data/")
-    }
 
 
 def test_a_clean_build_reproduces_the_committed_dvc_lock(built_repo):

@@ -19,9 +19,9 @@ import logging
 import os
 import sqlite3
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from tqdm.auto import tqdm
 
@@ -121,17 +121,91 @@ def cache_key(**parts: Any) -> str:
     return hashlib.sha256(blob.encode("utf-8")).hexdigest()
 
 
+class Executor(Protocol):
+    """Where the misses of `RowCache.map` are computed, never what: the driver keys the items,
+    reads the hits and commits each batch that comes back (safeforge.executors: local or ray)."""
+
+    name: str
+
+    def batches(
+        self,
+        items: Sequence[Any],
+        compute: Callable[[list[Any]], list[Any]],
+        batch_size: int,
+        encode: Callable[[Any], bytes],
+        decode: Callable[[bytes], Any],
+    ) -> Iterator[tuple[list[int], list[Any]]]:
+        """(positions in `items`, their outputs) as batches finish, in any order, until every
+        item has its output once."""
+        ...
+
+    def stats(self) -> dict[str, int]: ...
+
+
+class LocalExecutor:
+    """In this process, a batch at a time: the default."""
+
+    name = "local"
+
+    def batches(
+        self,
+        items: Sequence[T],
+        compute: Callable[[list[T]], list[R]],
+        batch_size: int,
+        encode: Callable[[R], bytes],
+        decode: Callable[[bytes], R],
+    ) -> Iterator[tuple[list[int], list[R]]]:
+        for start in range(0, len(items), batch_size):
+            batch = list(items[start : start + batch_size])
+            outputs = compute(batch)
+            if len(outputs) != len(batch):
+                raise RuntimeError(
+                    f"compute returned {len(outputs)} results for {len(batch)} inputs"
+                )
+            yield list(range(start, start + len(batch))), outputs
+
+    def stats(self) -> dict[str, int]:
+        return {}
+
+
+# The executor every RowCache of this process computes its misses on: a stage picks it once
+# (safeforge.executors.use_configured_executor), so the caches opened deep inside scoring or a
+# judge follow without an argument through every layer.
+_executor: Executor = LocalExecutor()
+
+
+def use_executor(executor: Executor) -> None:
+    global _executor
+    _executor = executor
+
+
+def current_executor() -> Executor:
+    return _executor
+
+
 class RowCache:
     """One store for every kind of call: keys are global (the kind is part of each key);
-    `namespace` only labels progress bars and logs."""
+    `namespace` only labels progress bars and logs. Misses are computed on `executor`, by
+    default the process's current one (local unless a stage chose Ray)."""
 
-    def __init__(self, namespace: str, cache_dir: str | Path | None = None) -> None:
+    def __init__(
+        self,
+        namespace: str,
+        cache_dir: str | Path | None = None,
+        executor: Executor | None = None,
+    ) -> None:
         self.namespace = namespace
         self.path = store_path(cache_dir)
         self.dir = self.path.parent
         self._db = open_store(self.path)
+        self._executor = executor
         self.hits = 0
         self.misses = 0
+        self.sent = 0  # rows handed to the executor
+
+    @property
+    def executor(self) -> Executor:
+        return self._executor or _executor
 
     def get_many(self, keys: Sequence[str]) -> dict[str, bytes]:
         found: dict[str, bytes] = {}
@@ -156,7 +230,13 @@ class RowCache:
             raise (corrupt_error(self.path, err) if _damaged(err) else err) from err
 
     def stats(self) -> dict[str, int]:
-        return {"cache_hits": self.hits, "cache_misses": self.misses}
+        """Hits and misses; on another executor than local, also the rows this cache sent it
+        (`ray_rows`) and the executor's own counts (`ray_started`)."""
+        stats = {"cache_hits": self.hits, "cache_misses": self.misses}
+        if self.executor.name != LocalExecutor.name:
+            stats[f"{self.executor.name}_rows"] = self.sent
+            stats.update(self.executor.stats())
+        return stats
 
     def close(self) -> None:
         self._db.close()
@@ -174,7 +254,8 @@ class RowCache:
     ) -> list[R]:
         """Results for `items` in order: cached ones read back, the rest computed in batches.
 
-        Each computed batch is committed before the next starts, so a killed run keeps its work.
+        Each computed batch is committed as it comes back from the executor, so a killed run
+        keeps its work.
         Items with the same key are computed once. Results for which `keep` is false (a failed
         model call) are returned but not stored, so the next run tries them again.
         """
@@ -187,29 +268,41 @@ class RowCache:
         self.hits += len(keys) - sum(1 for k in keys if k in todo)
         self.misses += sum(1 for k in keys if k in todo)
         log.info(
-            "%s: %d cached, %d to compute",
+            "%s: %d cached, %d to compute (%s executor)",
             desc or self.namespace,
             len(set(keys)) - len(todo),
             len(todo),
+            self.executor.name,
         )
 
         results: dict[str, R] = {k: decode(v) for k, v in cached.items()}
         pending = list(todo.items())
+        done: set[int] = set()
+        self.sent += len(pending)
         with tqdm(total=len(pending), desc=desc or self.namespace, disable=not pending) as bar:
-            for start in range(0, len(pending), batch_size):
-                batch = pending[start : start + batch_size]
-                outputs = compute([item for _, item in batch])
-                if len(outputs) != len(batch):
+            batches = self.executor.batches(
+                [item for _, item in pending], compute, batch_size, encode, decode
+            )
+            for positions, outputs in batches:
+                if len(outputs) != len(positions) or done.intersection(positions):
                     raise RuntimeError(
-                        f"{self.namespace}: compute returned {len(outputs)} results for {len(batch)} inputs"
+                        f"{self.namespace}: the {self.executor.name} executor returned"
+                        f" {len(outputs)} results for {len(positions)} rows, or a row twice"
                     )
+                batch_keys = [pending[i][0] for i in positions]
                 self.put_many(
                     (k, encode(o))
-                    for (k, _), o in zip(batch, outputs, strict=False)
+                    for k, o in zip(batch_keys, outputs, strict=True)
                     if keep is None or keep(o)
                 )
-                results.update((k, o) for (k, _), o in zip(batch, outputs, strict=False))
-                bar.update(len(batch))
+                results.update(zip(batch_keys, outputs, strict=True))
+                done.update(positions)
+                bar.update(len(outputs))
+        if len(done) != len(pending):
+            raise RuntimeError(
+                f"{self.namespace}: the {self.executor.name} executor returned {len(done)} of"
+                f" {len(pending)} results"
+            )
         return [results[k] for k in keys]
 
 

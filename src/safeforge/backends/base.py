@@ -29,6 +29,7 @@ from typing import Any, ClassVar
 
 from safeforge.config import from_section
 from safeforge.io import sha256_file
+from safeforge.shippable import Shippable
 
 
 @dataclass(frozen=True)
@@ -99,8 +100,9 @@ class Reply:
         return cls(best if probs[best] > 0 else "", "stop", None, dict(probs))
 
 
-class Backend(ABC):
-    """Subclasses set `name`, `model_id` and `revision` and implement `complete`."""
+class Backend(Shippable, ABC):
+    """Subclasses set `name`, `model_id` and `revision` and implement `complete`. A backend
+    pickles without its engine (Shippable): a Ray actor's copy loads its own."""
 
     name: ClassVar[str]
     model_id: str
@@ -115,7 +117,10 @@ class Backend(ABC):
     def complete(self, requests: Sequence[ChatRequest]) -> list[Reply]:
         """One reply per request, in order; failures are replies with `error` set."""
 
-    def close(self) -> None:  # noqa: B027 - optional hook
+    def load(self) -> None:
+        """Load the model now rather than on the first request (a Ray actor's start)."""
+
+    def close(self) -> None:
         """Release GPU memory, connections, worker threads."""
 
 

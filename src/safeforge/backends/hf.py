@@ -24,10 +24,10 @@ import importlib.util
 import logging
 import shutil
 import tempfile
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from safeforge.backends.base import (
     Backend,
@@ -90,6 +90,11 @@ def folder_fingerprint(folder: Path) -> str:
 
 class HFBackend(Backend):
     name = "hf"
+    _transient: ClassVar[dict[str, Callable[[], Any]]] = {
+        "model": lambda: None,
+        "processor": lambda: None,
+        "tokenizer": lambda: None,
+    }
 
     def __init__(
         self,
@@ -155,9 +160,12 @@ class HFBackend(Backend):
             **kwargs, sampling=Sampling.from_params(params["sampling"], "hf backend.sampling")
         )
 
-    def complete(self, requests: Sequence[ChatRequest]) -> list[Reply]:
+    def load(self) -> None:
         if self.model is None:
             self._load()
+
+    def complete(self, requests: Sequence[ChatRequest]) -> list[Reply]:
+        self.load()
         for request in requests:  # choices the tokenizer cannot tell apart fail the call, now
             self._token_ids(request.choices)
         replies: list[Reply | None] = [None] * len(requests)

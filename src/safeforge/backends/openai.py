@@ -43,13 +43,14 @@ import socket
 import threading
 import time
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from typing import Any, ClassVar
 
 import requests
 import urllib3
 
+from safeforge.backends import ray_http
 from safeforge.backends.base import (
     Backend,
     ChatRequest,
@@ -80,6 +81,14 @@ class _Retryable(Exception):
 
 class OpenAIBackend(Backend):
     name = "openai"
+    # a copy in a Ray actor opens its own sessions and pool and counts its own stats
+    _transient: ClassVar[dict[str, Callable[[], Any]]] = {
+        "_local": threading.local,
+        "_sessions": list,
+        "_pool": lambda: None,
+        "stats": Counter,
+        "_stats_lock": threading.Lock,
+    }
 
     def __init__(
         self,
@@ -188,13 +197,36 @@ class OpenAIBackend(Backend):
         with self._stats_lock:
             self.stats[key] += 1
 
-    def _attempts(self, request: ChatRequest) -> Reply:
+    def prepare(self, request: ChatRequest) -> dict[str, Any] | Reply:
+        """The request's JSON body, or the failed reply of a request that cannot be sent."""
         if request.images and not self.supports_images:
             return Reply.failed(f"model {self.model_id} takes no images (images: false)")
         try:
-            body = self._payload(request)
+            return self._payload(request)
         except OSError as exc:  # an unreadable image fails this request, not the batch
             return Reply.failed(self._redact(f"cannot read image: {exc}"))
+
+    def ray_batches(
+        self,
+        ray: Any,
+        requests: Sequence[ChatRequest],
+        batch_size: int,
+        concurrency: int,
+        servers: Sequence[str],
+    ) -> Iterator[tuple[list[int], list[Reply]]]:
+        """executor=ray: these requests through ray.data.llm's HTTP processor (ray_http.py)."""
+        return ray_http.http_batches(
+            ray, self, parse_reply, requests, batch_size, concurrency, servers
+        )
+
+    def headers(self) -> dict[str, str]:
+        """The Authorization header, when there is a key (Ray's HTTP processor sends it)."""
+        return {"Authorization": f"Bearer {self._key}"} if self._key else {}
+
+    def _attempts(self, request: ChatRequest) -> Reply:
+        body = self.prepare(request)
+        if isinstance(body, Reply):
+            return body
         for attempt in range(self.max_retries + 1):
             try:
                 return self._post(body, request.choices)
@@ -236,16 +268,7 @@ class OpenAIBackend(Backend):
         except ValueError as exc:  # garbage, or JSON cut short: the server's fault, not the model's
             kind = response.headers.get("content-type", "no content-type")
             raise _Retryable(f"reply is not JSON (HTTP {response.status_code}, {kind})") from exc
-        if isinstance(data, dict) and data.get("choices") == []:
-            return Reply.failed(EMPTY_CHOICES)
-        if choices:
-            return choice_reply(data, choices)
-        try:
-            choice = data["choices"][0]
-            text = choice["message"]["content"]
-        except (KeyError, IndexError, TypeError):
-            return Reply.failed("reply has no choices[0].message.content")
-        return Reply(text=text or "", finish_reason=choice.get("finish_reason") or "stop")
+        return parse_reply(data, choices)
 
     def _body(self, response: requests.Response, deadline: float) -> bytes:
         """The whole body, read as it arrives until `deadline`; a retryable failure when it is
@@ -275,6 +298,20 @@ class OpenAIBackend(Backend):
     def _redact(self, text: str) -> str:
         """A server may echo the Authorization header back in an error body: never pass it on."""
         return text.replace(self._key, "***") if self._key else text
+
+
+def parse_reply(data: Any, choices: Sequence[str]) -> Reply:
+    """The reply in a chat completion's JSON (`data`, already parsed)."""
+    if isinstance(data, dict) and data.get("choices") == []:
+        return Reply.failed(EMPTY_CHOICES)
+    if choices:
+        return choice_reply(data, choices)
+    try:
+        choice = data["choices"][0]
+        text = choice["message"]["content"]
+    except (KeyError, IndexError, TypeError):
+        return Reply.failed("reply has no choices[0].message.content")
+    return Reply(text=text or "", finish_reason=choice.get("finish_reason") or "stop")
 
 
 def choice_reply(data: Any, choices: Sequence[str]) -> Reply:

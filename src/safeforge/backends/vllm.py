@@ -148,6 +148,7 @@ def parse_choice_output(
 
 class VLLMBackend(Backend):
     name: ClassVar[str] = "vllm"
+    _transient: ClassVar[dict[str, Callable[[], Any]]] = {"_llm": lambda: None}
 
     def __init__(self, params: Mapping[str, Any], *, load: bool = True) -> None:
         """`params`: a whole backend section (conf/generator/vllm.yaml); `load=False` skips the
@@ -205,9 +206,12 @@ class VLLMBackend(Backend):
             **extra,
         )
 
-    def complete(self, requests: Sequence[ChatRequest]) -> list[Reply]:
+    def load(self) -> None:
         if self._llm is None:
             self._load()
+
+    def complete(self, requests: Sequence[ChatRequest]) -> list[Reply]:
+        self.load()
         for request in requests:  # choices the tokenizer cannot tell apart fail the call, now
             self._token_ids(request.choices)
         replies: list[Reply] = []

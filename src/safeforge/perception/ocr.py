@@ -6,15 +6,17 @@ The models live in the installed package, so reading works offline; nothing is d
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from importlib.metadata import version
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import polars as pl
 
 from safeforge.cache import RowCache, cache_key, json_codec
 from safeforge.images.load import load_rgb
+from safeforge.shippable import Shippable
 
 
 @dataclass(frozen=True)
@@ -25,11 +27,16 @@ class OcrResult:
     confidence: float
 
 
-class OcrReader:
+class OcrReader(Shippable):
     """Wraps `rapidocr.RapidOCR`; the engine is built on first use, once per instance.
 
     `min_confidence` drops recognised lines scoring below it (RapidOCR's `text_score`).
     """
+
+    _transient: ClassVar[dict[str, Callable[[], Any]]] = {
+        "_engine": lambda: None,
+        "_lock": threading.Lock,
+    }
 
     def __init__(self, min_confidence: float) -> None:
         """`min_confidence`: `describe.ocr_min_confidence` in conf/config.yaml."""
