@@ -179,10 +179,6 @@ def use_executor(executor: Executor) -> None:
     _executor = executor
 
 
-def current_executor() -> Executor:
-    return _executor
-
-
 class RowCache:
     """One store for every kind of call: keys are global (the kind is part of each key);
     `namespace` only labels progress bars and logs. Misses are computed on `executor`, by
