@@ -3,6 +3,7 @@ row cache's misses; the driver keeps the keys, the hits and every commit."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import sqlite3
@@ -15,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 import pytest
-from backends.chat_server import chat_server, free_port
+from backends.chat_server import chat_server, free_port, transformers_serve
 from helpers import ROOT, conf_option, sampling
 
 from safeforge.backends import ChatRequest
@@ -172,6 +173,34 @@ def test_openai_requests_go_through_ray_data_llm_http_processor(ray_started, tmp
     warm = RowCache("t", tmp_path / "ray", executor=ray_executor())
     cached_complete(backend, warm, requests, 5, "again")
     assert warm.stats()["cache_misses"] == 0
+
+
+@pytest.mark.slow
+def test_the_http_processor_against_transformers_serve(ray_started, smollm2_folder, tmp_path):
+    """ray.data.llm's HTTP processor against a real model server (SmolLM2, greedy): the replies
+    the backend gets by itself, under the same row-cache keys."""
+    if any(importlib.util.find_spec(m) is None for m in ("fastapi", "uvicorn")):
+        pytest.skip("`transformers serve` needs the extra transformers[serving]")
+    short = sampling(max_tokens=12)
+    asks = [
+        ChatRequest(messages=({"role": "user", "content": text},), sampling=short)
+        for text in ("Say hello.", "Name a colour.", "Is fire hot?", "Count to three.")
+    ]
+    with transformers_serve(smollm2_folder) as url:
+        params = {"model": str(smollm2_folder), "base_url": url, "api_key_env": None}
+        backend = OpenAIBackend.from_params(conf_option("generator", "openai", **params))
+        local_cache = RowCache("t", tmp_path, executor=LocalExecutor())
+        local = cached_complete(backend, local_cache, asks, 2, "local")
+        ray_cache = RowCache("t", tmp_path / "ray", executor=RayExecutor(ray_started.settings))
+        remote = cached_complete(backend, ray_cache, asks, 2, "ray")
+    assert all(r.ok for r in local + remote), [r.error for r in local + remote]
+    assert [r.text for r in remote] == [r.text for r in local]
+    with (
+        sqlite3.connect(tmp_path / "rows.sqlite") as a,
+        sqlite3.connect(tmp_path / "ray" / "rows.sqlite") as b,
+    ):
+        query = "SELECT key, value FROM rows ORDER BY key"
+        assert a.execute(query).fetchall() == b.execute(query).fetchall()
 
 
 def test_executor_ray_without_ray_names_the_install_command(monkeypatch, tmp_path):
