@@ -7,7 +7,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 from PIL import Image
@@ -17,6 +17,7 @@ from safeforge.backends.hf import folder_fingerprint
 from safeforge.cache import RowCache, cache_key
 from safeforge.embeddings.text import cosine_matrix, encode_cached
 from safeforge.images.load import load_rgb
+from safeforge.shippable import Shippable
 
 log = logging.getLogger(__name__)
 
@@ -47,9 +48,15 @@ def top_rules(sims: np.ndarray, top_k: int, min_similarity: float) -> list[list[
     return out
 
 
-class ClipScanner:
+class ClipScanner(Shippable):
     """Image and text embeddings from a local CLIP-type folder (AutoModel + AutoProcessor,
     never remote code), unit length, cached in the row cache; the model loads on a miss."""
+
+    # a copy on a Ray actor loads its own model
+    _transient: ClassVar[dict[str, Callable[[], Any]]] = {
+        "model": lambda: None,
+        "processor": lambda: None,
+    }
 
     def __init__(self, folder: str) -> None:
 
