@@ -3,7 +3,7 @@ with 1 and 2 actors, in one process, as ratios to local; and Ray's fixed start-u
 
     python benchmarks/executor_scaling.py [--images 2000] [--workers 1 2] [--side 320]
 
-Images: the bundled sample photos (data/ingest/images), each cut into distinct crops resized to
+Images: scikit-image's bundled photos (the DAG's sample images), each cut into distinct crops resized to
 `--side` pixels, so every image is a new row-cache key. Each configuration starts from an empty
 row cache. describe = OCR (RapidOCR) + NSFW score and pooled features (open_nsfw); embed = the
 per-image features (pHash, thumbnail, sharpness) + MiniLM embeddings of two texts per image.
@@ -25,20 +25,21 @@ import polars as pl
 from PIL import Image
 
 from safeforge.cache import LocalExecutor, RowCache
-from safeforge.config import ROOT, compose
+from safeforge.config import compose
 from safeforge.embeddings.images import image_features_cached
 from safeforge.embeddings.text import TextEncoder, encode_cached
 from safeforge.executors import make_executor
 from safeforge.perception.nsfw import NsfwModel, nsfw_cached
 from safeforge.perception.ocr import OcrReader, ocr_cached
+from safeforge.sources.skimage_samples import export
 
 
 def make_images(n: int, side: int, folder: Path) -> pl.DataFrame:
     """`n` distinct images: crops of the sample photos at shifting offsets and scales."""
-    sources = sorted((ROOT / "data" / "ingest" / "images").glob("*"))
-    if not sources:
-        raise SystemExit("no sample images: run `make repro` (or `dvc repro ingest`) first")
-    photos = [Image.open(p).convert("RGB") for p in sources]
+    originals = folder / "originals"
+    photos = [
+        Image.open(originals / s.file).convert("RGB") for s in export(originals, min_images=1)
+    ]
     rows = []
     for k in range(n):
         photo = photos[k % len(photos)]

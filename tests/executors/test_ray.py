@@ -26,8 +26,10 @@ from safeforge.cache import LocalExecutor, RowCache, cache_key, json_codec
 from safeforge.embeddings.text import TextEncoder, encode_cached
 from safeforge.executors import make_executor
 from safeforge.executors.ray import INSTALL, RayExecutor, RaySettings
+from safeforge.io import sha256_file
 from safeforge.perception.nsfw import NsfwModel, nsfw_cached
 from safeforge.perception.ocr import OcrReader, ocr_cached
+from safeforge.sources.skimage_samples import export
 
 pytest.importorskip("ray")
 LOCAL = {"num_cpus": 2, "object_store_mb": 200}
@@ -112,8 +114,9 @@ def test_a_failed_map_keeps_every_committed_batch_and_the_rerun_computes_the_res
 
 
 def test_model_features_are_byte_identical_to_local(ray_started, tmp_path):
-    images = pl.read_parquet(ROOT / "data/ingest/images.parquet").select("image_id", "path")
-    images = images.with_columns(pl.col("path").map_elements(lambda p: str(ROOT / p))).head(6)
+    samples = export(tmp_path / "photos", min_images=1)[:6]  # scikit-image's photos
+    paths = [str(tmp_path / "photos" / s.file) for s in samples]
+    images = pl.DataFrame({"image_id": [sha256_file(p) for p in paths], "path": paths})
     texts = [f"how long can I stay in here with the engine running? ({i})" for i in range(40)]
 
     def features(executor, folder):
