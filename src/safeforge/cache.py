@@ -134,9 +134,10 @@ class Executor(Protocol):
         batch_size: int,
         encode: Callable[[Any], bytes],
         decode: Callable[[bytes], Any],
-    ) -> Iterator[tuple[list[int], list[Any]]]:
-        """(positions in `items`, their outputs) as batches finish, in any order, until every
-        item has its output once."""
+    ) -> Iterator[tuple[list[int], list[Any], list[bytes]]]:
+        """(positions in `items`, their outputs, the outputs encoded) as batches finish, in any
+        order, until every item has its output once: each output encoded once, where it was
+        computed."""
         ...
 
     def stats(self) -> dict[str, int]: ...
@@ -154,7 +155,7 @@ class LocalExecutor:
         batch_size: int,
         encode: Callable[[R], bytes],
         decode: Callable[[bytes], R],
-    ) -> Iterator[tuple[list[int], list[R]]]:
+    ) -> Iterator[tuple[list[int], list[R], list[bytes]]]:
         for start in range(0, len(items), batch_size):
             batch = list(items[start : start + batch_size])
             outputs = compute(batch)
@@ -162,7 +163,7 @@ class LocalExecutor:
                 raise RuntimeError(
                     f"compute returned {len(outputs)} results for {len(batch)} inputs"
                 )
-            yield list(range(start, start + len(batch))), outputs
+            yield list(range(start, start + len(batch))), outputs, [encode(o) for o in outputs]
 
     def stats(self) -> dict[str, int]:
         return {}
@@ -279,16 +280,16 @@ class RowCache:
             batches = self.executor.batches(
                 [item for _, item in pending], compute, batch_size, encode, decode
             )
-            for positions, outputs in batches:
-                if len(outputs) != len(positions) or done.intersection(positions):
+            for positions, outputs, blobs in batches:
+                if not len(outputs) == len(blobs) == len(positions) or done.intersection(positions):
                     raise RuntimeError(
                         f"{self.namespace}: the {self.executor.name} executor returned"
                         f" {len(outputs)} results for {len(positions)} rows, or a row twice"
                     )
                 batch_keys = [pending[i][0] for i in positions]
                 self.put_many(
-                    (k, encode(o))
-                    for k, o in zip(batch_keys, outputs, strict=True)
+                    (k, blob)
+                    for k, o, blob in zip(batch_keys, outputs, blobs, strict=True)
                     if keep is None or keep(o)
                 )
                 results.update(zip(batch_keys, outputs, strict=True))

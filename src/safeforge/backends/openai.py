@@ -213,7 +213,7 @@ class OpenAIBackend(Backend):
         batch_size: int,
         concurrency: int,
         servers: Sequence[str],
-    ) -> Iterator[tuple[list[int], list[Reply]]]:
+    ) -> Iterator[tuple[list[int], list[Reply], list[bytes]]]:
         """executor=ray: these requests through ray.data.llm's HTTP processor (ray_http.py)."""
         return ray_http.http_batches(
             ray, self, parse_reply, requests, batch_size, concurrency, servers

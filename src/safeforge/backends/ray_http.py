@@ -43,8 +43,8 @@ def http_batches(
     batch_size: int,
     concurrency: int,
     servers: Sequence[str],
-) -> Iterator[tuple[list[int], list[Reply]]]:
-    """(positions, replies) as the processors return them; `backend` an OpenAIBackend, `parse`
+) -> Iterator[tuple[list[int], list[Reply], list[bytes]]]:
+    """(positions, replies, replies encoded) as the processors return them; `backend` an OpenAIBackend, `parse`
     its reply parser."""
     from ray.data.llm import HttpRequestProcessorConfig, build_processor
 
@@ -52,7 +52,7 @@ def http_batches(
     for position, request in enumerate(requests):
         body = backend.prepare(request)
         if isinstance(body, Reply):
-            yield [position], [body]
+            yield [position], [body], [encode_reply(body)]
         else:  # the body as JSON text: Ray's Arrow blocks would fill absent keys with nulls
             rows.append(
                 {"position": position, "body": json.dumps(body), "choices": request.choices}
@@ -88,4 +88,5 @@ def http_batches(
         return
     replies = parts[0].union(*parts[1:]) if len(parts) > 1 else parts[0]
     for out in replies.iter_batches(batch_size=None, batch_format="numpy"):
-        yield out["position"].tolist(), [decode_reply(v) for v in out["value"]]
+        blobs = list(out["value"])
+        yield out["position"].tolist(), [decode_reply(b) for b in blobs], blobs

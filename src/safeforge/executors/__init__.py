@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from safeforge.cache import Executor, LocalExecutor, use_executor
-from safeforge.config import Params, check_keys, load_params
+from safeforge.config import check_keys, stage_params
 from safeforge.executors.ray import RayExecutor, RaySettings
 
 KINDS = ("local", "ray")
@@ -34,6 +34,6 @@ def make_executor(section: Mapping[str, Any]) -> Executor:
 def use_configured_executor(path: str | Path = "params.yaml") -> Executor:
     """Every row cache this process opens from now on computes its misses on params.yaml's
     executor. Ray, if chosen, starts only when a map has misses: a cached rerun never starts it."""
-    executor = make_executor(Params(str(path), load_params(path))["executor"])
+    executor = make_executor(stage_params(["executor"], path)["executor"])
     use_executor(executor)
     return executor

@@ -137,7 +137,7 @@ class RayExecutor:
         batch_size: int,
         encode: Callable[[Any], bytes],
         decode: Callable[[bytes], Any],
-    ) -> Iterator[tuple[list[int], list[Any]]]:
+    ) -> Iterator[tuple[list[int], list[Any], list[bytes]]]:
         if not items:
             return
         ray = self.start()
@@ -162,4 +162,5 @@ class RayExecutor:
             runtime_env={"env_vars": {"OMP_NUM_THREADS": str(local_torch_threads())}},
         )
         for out in done.iter_batches(batch_size=None, batch_format="numpy"):
-            yield out["position"].tolist(), [decode(v) for v in out["value"]]
+            blobs = list(out["value"])
+            yield out["position"].tolist(), [decode(b) for b in blobs], blobs
